@@ -1,0 +1,304 @@
+"""Frozen, validated experiment configuration.
+
+Experiment files (``experiments/*.py``) build an ``ml_collections.ConfigDict``; ``main`` turns it
+into the dataclasses below with :func:`from_config_dict`, which rejects unknown keys and calls
+:meth:`ExperimentConfig.validate`. Library code only ever sees these dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from goalrank_jax.data.retriever import RetrieverConfig
+from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
+
+DATASETS = ("synthetic",)
+GROUP_CONSTRUCTIONS = ("on_policy", "plackett_luce", "mixed")
+LOSS_FORMS = ("log_prob", "prob")
+REWARD_MODEL_KINDS = ("pointwise", "list_aware")
+AUXILIARY_POLICIES = ("logged", "retriever", "reward_greedy", "uniform")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
+
+
+def _non_negative(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value >= 0:
+            raise ValueError(f"{type(obj).__name__}.{name} must be >= 0, got {value!r}")
+
+
+def _one_of(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in allowed:
+        raise ValueError(f"{type(obj).__name__}.{name} must be one of {allowed}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which requests to train and evaluate on, and how they are built."""
+
+    dataset: str = "synthetic"
+    data_dir: str = ""  # TFDS data directory; "" means <workdir>/tfds.
+    num_candidates: int = 50  # N: candidates per request (logged L + N - L retrieved).
+    list_len: int = 6  # L: length of the logged list and of every ranked list.
+    history_len: int = 50  # H: most recent interactions kept as the user history.
+    valid_fraction: float = 0.1  # Last fraction of each user's requests (before test) -> valid.
+    test_fraction: float = 0.1  # Last fraction of each user's requests -> test.
+    seed: int = 0  # Candidate shuffling seed.
+    oracle_beam_width: int = 50  # Beam width of the true-model oracle stored with each request.
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    retriever: RetrieverConfig = dataclasses.field(default_factory=RetrieverConfig)
+
+    def validate(self) -> None:
+        _one_of(self, "dataset", DATASETS)
+        _positive(self, "num_candidates", "list_len", "history_len", "oracle_beam_width")
+        if self.list_len > self.num_candidates:
+            raise ValueError(
+                f"DataConfig.list_len (L={self.list_len}) must be <= num_candidates "
+                f"(N={self.num_candidates}): a list holds L distinct candidates."
+            )
+        if self.env.list_len != self.list_len:
+            raise ValueError(
+                f"DataConfig.env.list_len ({self.env.list_len}) must equal DataConfig.list_len "
+                f"({self.list_len})."
+            )
+        for name in ("valid_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.5:
+                raise ValueError(f"DataConfig.{name} must be in (0, 0.5), got {value!r}")
+        self.env.validate()
+        self.retriever.validate()
+        if self.num_candidates - self.list_len > self.env.num_items:
+            raise ValueError(
+                f"DataConfig.num_candidates (N={self.num_candidates}) needs N-L retrieved items "
+                f"but the catalogue has only {self.env.num_items} items."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the generator / reward-model backbone (the same fields serve both)."""
+
+    embed_dim: int = 64  # D: item, user and hidden width.
+    num_layers: int = 2  # Transformer layers over the N candidates.
+    num_heads: int = 2  # Attention heads; must divide embed_dim.
+    ff_dim: int = 128  # Feed-forward width of each transformer layer.
+    dropout: float = 0.1  # Dropout rate in training (sampling and evaluation use none).
+    causal: bool = False  # Causal attention over the (shuffled) candidate order instead of a set.
+    use_user_id: bool = True  # Add a learned user-id embedding to the history encoding.
+
+    def validate(self) -> None:
+        _positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads "
+                f"({self.num_heads})."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam(W) with global-norm clipping and step decay (SPEC section 8 defaults)."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-6
+    weight_decay: float = 1e-3
+    clip_norm: float = 5.0  # Global-norm gradient clipping.
+    decay_every: int = (
+        0  # Multiply the learning rate by decay_factor every this many steps; 0 = off.
+    )
+    decay_factor: float = 0.1
+
+    def validate(self) -> None:
+        _positive(self, "learning_rate", "eps", "clip_norm", "decay_factor")
+        _non_negative(self, "weight_decay", "decay_every")
+        for name in ("b1", "b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"OptimConfig.{name} must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class GROConfig:
+    """Group-relative optimisation (SPEC sections 2 and 3)."""
+
+    group_size: int = 20  # K: lists sampled per request.
+    reward_weight: float = 0.01  # w_R: weight of the group-relative loss L_GRO.
+    supervised_weight: float = 1.0  # w_G: weight of the supervised first-step BCE L_sup.
+    tau_ref: float = 1.0  # Temperature of the reference policy softmax(A / tau_ref).
+    loss_form: str = "log_prob"  # "log_prob" (default) or "prob" (ablation).
+    group_construction: str = "on_policy"  # "on_policy", "plackett_luce" or "mixed".
+    sample_temperature: float = 1.0  # Temperature of on-policy group sampling.
+    # "mixed": these policies fill the first len(auxiliary) of the K slots, in this order.
+    auxiliary: tuple[str, ...] = ("logged", "retriever", "reward_greedy", "uniform")
+
+    def validate(self) -> None:
+        if self.group_size < 2:
+            raise ValueError(
+                f"GROConfig.group_size (K={self.group_size}) must be >= 2: a group-relative "
+                "advantage needs at least two lists per request."
+            )
+        _positive(self, "tau_ref", "sample_temperature")
+        _non_negative(self, "reward_weight", "supervised_weight")
+        if self.reward_weight == 0 and self.supervised_weight == 0:
+            raise ValueError("GROConfig.reward_weight and supervised_weight cannot both be 0.")
+        _one_of(self, "loss_form", LOSS_FORMS)
+        _one_of(self, "group_construction", GROUP_CONSTRUCTIONS)
+        for name in self.auxiliary:
+            if name not in AUXILIARY_POLICIES:
+                raise ValueError(
+                    f"GROConfig.auxiliary has unknown policy {name!r}; allowed: "
+                    f"{AUXILIARY_POLICIES}"
+                )
+        if self.group_construction == "mixed" and len(self.auxiliary) >= self.group_size:
+            raise ValueError(
+                f"GROConfig.auxiliary fills {len(self.auxiliary)} slots; group_size "
+                f"(K={self.group_size}) must leave at least one sampled list."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One training stage (reward model or generator)."""
+
+    num_steps: int = 1000
+    batch_size: int = 128  # Global batch; must be divisible by the number of devices.
+    log_every: int = 50
+    eval_every: int = 500  # Validation evaluation interval (0 = only at the end).
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+
+    def validate(self) -> None:
+        _positive(self, "num_steps", "batch_size", "log_every", "checkpoint_every")
+        _positive(self, "keep_checkpoints")
+        _non_negative(self, "eval_every")
+        self.optim.validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+    kind: str = "pointwise"  # "pointwise" (PRM-style, DCG list reward) or "list_aware".
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: StageConfig = dataclasses.field(default_factory=StageConfig)
+
+    def validate(self) -> None:
+        _one_of(self, "kind", REWARD_MODEL_KINDS)
+        self.model.validate()
+        self.train.validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 512  # Evaluation batch; the last batch is padded and masked.
+    max_examples: int = 0  # Evaluate only the first this many examples of a split; 0 = all.
+
+    def validate(self) -> None:
+        _positive(self, "batch_size")
+        _non_negative(self, "max_examples")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    seed: int = 999  # Base PRNG seed of model init, sampling and dropout.
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+    generator: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    gro: GROConfig = dataclasses.field(default_factory=GROConfig)
+    train: StageConfig = dataclasses.field(default_factory=StageConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def validate(self, num_devices: int = 1) -> None:
+        """Raises ValueError naming the field of the first impossible value."""
+        self.data.validate()
+        self.reward_model.validate()
+        self.generator.validate()
+        self.gro.validate()
+        self.train.validate()
+        self.eval.validate()
+        for name, stage in (("train", self.train), ("reward_model.train", self.reward_model.train)):
+            if stage.batch_size % num_devices:
+                raise ValueError(
+                    f"{name}.batch_size ({stage.batch_size}) must be divisible by the number of "
+                    f"devices ({num_devices})."
+                )
+        if self.eval.batch_size % num_devices:
+            raise ValueError(
+                f"eval.batch_size ({self.eval.batch_size}) must be divisible by the number of "
+                f"devices ({num_devices})."
+            )
+
+
+def _build(cls: type, values: Mapping[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"Unknown config field(s) {', '.join(path + k for k in unknown)}.")
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"Config field {path}{key} must be a group of fields.")
+            kwargs[key] = _build(hint, value, f"{path}{key}.")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = _coerce(value, hint, path + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    if isinstance(hint, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ValueError(f"Config field {name} must be {hint.__name__}, got {value!r}.")
+    if hint is int and isinstance(value, bool):
+        raise ValueError(f"Config field {name} must be int, got {value!r}.")
+    return value
+
+
+def from_config_dict(config: Any, num_devices: int = 1) -> ExperimentConfig:
+    """ConfigDict (or nested mapping) -> validated, frozen :class:`ExperimentConfig`."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    experiment = _build(ExperimentConfig, values, "")
+    experiment.validate(num_devices)
+    return experiment
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Dataclass config -> plain nested dict (for JSON and ConfigDict)."""
+    return dataclasses.asdict(config)
+
+
+__all__ = [
+    "DataConfig",
+    "EnvConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "GROConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RetrieverConfig",
+    "RewardModelConfig",
+    "StageConfig",
+    "TrueModelParams",
+    "from_config_dict",
+    "to_dict",
+]

@@ -1,0 +1,47 @@
+"""Command-line entry point.
+
+    python -m goalrank_jax.main --config=experiments/goalrank.py --workdir=runs/goalrank
+    python -m goalrank_jax.main --config=experiments/goalrank.py:smoke --workdir=runs/smoke \
+        --config.train.num_steps=20
+
+Any config field can be overridden with ``--config.<path>=<value>``. Running the same command
+again on the same workdir resumes: finished stages are skipped, an interrupted stage continues
+from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from goalrank_jax import configs, run
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file, e.g. experiments/goalrank.py[:smoke].",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics, TensorBoard events and results.json."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        config = configs.from_config_dict(_CONFIG.value, jax.device_count())
+    except ValueError as err:
+        print(f"error: invalid config: {err}", file=sys.stderr)
+        sys.exit(2)
+    run.train_and_evaluate(config, _WORKDIR.value, log_fn=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,110 @@
+"""Building blocks shared by the generator and the reward models."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer block over a set (or sequence) axis.
+
+    Attributes:
+      num_heads: attention heads.
+      ff_dim: hidden width of the feed-forward layer.
+      dropout: dropout rate, applied when ``deterministic`` is False.
+      causal: restrict each position to attend to itself and earlier positions.
+    """
+
+    num_heads: int
+    ff_dim: int
+    dropout: float = 0.0
+    causal: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        """x: [..., S, D]; mask: [..., S] bool (False = padding). Returns [..., S, D]."""
+        width = x.shape[-1]
+        attn_mask = nn.make_attention_mask(mask, mask)
+        if self.causal:
+            attn_mask = nn.combine_masks(attn_mask, nn.make_causal_mask(mask))
+        h = nn.LayerNorm()(x)
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads,
+            dropout_rate=self.dropout,
+            deterministic=deterministic,
+        )(h, h, mask=attn_mask)
+        x = x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = nn.LayerNorm()(x)
+        h = nn.Dense(self.ff_dim)(h)
+        h = nn.gelu(h)
+        h = nn.Dense(width)(h)
+        return x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`TransformerBlock` followed by a final LayerNorm."""
+
+    num_layers: int
+    num_heads: int
+    ff_dim: int
+    dropout: float = 0.0
+    causal: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        for _ in range(self.num_layers):
+            x = TransformerBlock(self.num_heads, self.ff_dim, self.dropout, self.causal)(
+                x, mask, deterministic
+            )
+        return nn.LayerNorm()(x)
+
+
+class RequestEncoder(nn.Module):
+    """Encodes a request: the user state U and the per-candidate inputs.
+
+    ``candidate_inputs_i = MLP(LN(W_u U) + LN(W_i x_i)) + slot_i`` where ``x_i`` is the item
+    embedding and ``slot_i`` a learned embedding of the candidate's index in the (shuffled)
+    candidate order. The user state encodes the history: the masked mean of item embeddings plus
+    a feedback-label embedding, and optionally a learned user-id embedding.
+
+    Attributes:
+      num_users: size of the user-id vocabulary.
+      num_items: size of the item vocabulary.
+      embed_dim: D.
+      use_user_id: add the user-id embedding to the user state.
+    """
+
+    num_users: int
+    num_items: int
+    embed_dim: int
+    use_user_id: bool = True
+
+    @nn.compact
+    def __call__(self, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """Returns (user_state [B, D], candidate_inputs [B, N, D], item_vectors [B, N, D])."""
+        dim = self.embed_dim
+        item_embed = nn.Embed(self.num_items, dim, name="item_embed")
+        hist_mask = batch["history_mask"]
+        hist_items = jnp.where(hist_mask, batch["history_items"], 0)
+        hist_labels = jnp.where(hist_mask, batch["history_labels"], 0).astype(jnp.int32)
+        hist = item_embed(hist_items) + nn.Embed(2, dim, name="label_embed")(hist_labels)
+        weights = hist_mask.astype(hist.dtype)[..., None]
+        pooled = (hist * weights).sum(-2) / jnp.maximum(weights.sum(-2), 1.0)
+        positive = weights * (hist_labels[..., None] > 0)
+        pooled_pos = (hist * positive).sum(-2) / jnp.maximum(positive.sum(-2), 1.0)
+        user_parts = [pooled, pooled_pos]
+        if self.use_user_id:
+            user_parts.append(nn.Embed(self.num_users, dim, name="user_embed")(batch["user_id"]))
+        user = jnp.concatenate(user_parts, axis=-1)
+        user = nn.Dense(dim, name="user_mlp_out")(nn.gelu(nn.Dense(dim, name="user_mlp_in")(user)))
+
+        cand_mask = batch["cand_mask"]
+        items = item_embed(jnp.where(cand_mask, batch["cand_items"], 0))
+        num_candidates = items.shape[-2]
+        u = nn.LayerNorm(name="user_norm")(nn.Dense(dim, name="user_proj")(user))
+        x = nn.LayerNorm(name="item_norm")(nn.Dense(dim, name="item_proj")(items))
+        h = u[..., None, :] + x
+        h = nn.Dense(dim, name="cand_mlp_out")(nn.gelu(nn.Dense(dim, name="cand_mlp_in")(h)))
+        slots = nn.Embed(num_candidates, dim, name="slot_embed")(jnp.arange(num_candidates))
+        return user, h + slots, items

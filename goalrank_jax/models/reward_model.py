@@ -1,0 +1,96 @@
+"""Reward models (evaluators) trained on logged feedback, frozen while the generator trains.
+
+* :class:`PointwiseRewardModel` (PRM-style): transformer over the candidates with the user
+  state, one logit per candidate = log-odds of positive feedback. List reward
+  ``r(u, l) = sum_t sigmoid(s(l_t)) / log2(t + 1)`` with positions t = 1..L.
+* :class:`ListAwareRewardModel`: transformer over the L items of a list with position
+  embeddings, one click logit per position; trained on the logged lists' feedback. List reward
+  ``r(u, l) = sum_t sigmoid(s_t(l)) / log2(t + 1)``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from goalrank_jax.models.layers import RequestEncoder, TransformerEncoder
+
+
+def position_discounts(list_len: int, dtype=jnp.float32) -> jnp.ndarray:
+    """[L] DCG discounts 1 / log2(t + 1) for positions t = 1..L."""
+    return 1.0 / jnp.log2(jnp.arange(2, list_len + 2, dtype=dtype))
+
+
+def gather_candidates(values: jnp.ndarray, lists: jnp.ndarray) -> jnp.ndarray:
+    """values [B, N, ...], lists [B, M..., L] -> [B, M..., L, ...] (per-request gather)."""
+    flat = lists.reshape(lists.shape[0], -1)
+    picked = jnp.take_along_axis(
+        values, flat.reshape(flat.shape + (1,) * (values.ndim - 2)), axis=1
+    )
+    return picked.reshape(lists.shape + values.shape[2:])
+
+
+def dcg_list_reward(scores: jnp.ndarray, lists: jnp.ndarray) -> jnp.ndarray:
+    """Pointwise list reward. scores [B, N] logits, lists [B, M..., L] -> [B, M...]."""
+    probs = jax.nn.sigmoid(gather_candidates(scores, lists))
+    return (probs * position_discounts(lists.shape[-1], probs.dtype)).sum(-1)
+
+
+class PointwiseRewardModel(nn.Module):
+    num_users: int
+    num_items: int
+    embed_dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    ff_dim: int = 128
+    dropout: float = 0.1
+    causal: bool = False
+    use_user_id: bool = True
+
+    @nn.compact
+    def __call__(self, batch: dict, deterministic: bool = True) -> jnp.ndarray:
+        """Candidate logits [B, N]."""
+        _, inputs, _ = RequestEncoder(
+            self.num_users, self.num_items, self.embed_dim, self.use_user_id
+        )(batch)
+        hidden = TransformerEncoder(
+            self.num_layers, self.num_heads, self.ff_dim, self.dropout, self.causal
+        )(inputs, batch["cand_mask"], deterministic)
+        return nn.Dense(1, name="head")(hidden)[..., 0]
+
+
+class ListAwareRewardModel(nn.Module):
+    num_users: int
+    num_items: int
+    embed_dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    ff_dim: int = 128
+    dropout: float = 0.1
+    use_user_id: bool = True
+
+    @nn.compact
+    def __call__(self, batch: dict, lists: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
+        """Per-position click logits [B, M..., L] of lists [B, M..., L] (candidate indices).
+
+        Attention over the list is causal: the logit at position t depends on the items at
+        positions <= t only, as the feedback to an item depends on what was shown above it.
+        """
+        _, inputs, _ = RequestEncoder(
+            self.num_users, self.num_items, self.embed_dim, self.use_user_id
+        )(batch)
+        list_len = lists.shape[-1]
+        x = gather_candidates(inputs, lists)
+        x = x + nn.Embed(list_len, self.embed_dim, name="position_embed")(jnp.arange(list_len))
+        mask = jnp.ones(x.shape[:-1], dtype=bool)
+        hidden = TransformerEncoder(
+            self.num_layers, self.num_heads, self.ff_dim, self.dropout, causal=True
+        )(x, mask, deterministic)
+        return nn.Dense(1, name="head")(hidden)[..., 0]
+
+
+def list_aware_reward(logits: jnp.ndarray) -> jnp.ndarray:
+    """Per-position click logits [..., L] -> list reward [...]."""
+    probs = jax.nn.sigmoid(logits)
+    return (probs * position_discounts(logits.shape[-1], probs.dtype)).sum(-1)

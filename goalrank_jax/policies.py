@@ -1,0 +1,181 @@
+"""Ranking policies as pure functions of (params, batch[, key]).
+
+Bundles a generator or reward-model module with the decoding rules of :mod:`sampling`, so the
+train step, the evaluation and the baselines all speak the same interface:
+
+* :class:`GeneratorPolicy`: the autoregressive generator (on-policy sampling, greedy decoding,
+  teacher-forced log-probabilities) or, with ``plackett_luce=True``, the Plackett-Luce policy over
+  the generator's first-step scores (Gumbel-top-k sampling, sort decoding, PL log-probabilities).
+* :class:`Evaluator`: the frozen reward model: list rewards, candidate scores and greedy lists.
+* fixed reference lists: the logged list, the retriever's top-L, a uniform random list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from goalrank_jax import sampling
+from goalrank_jax.models import reward_model as rm
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorPolicy:
+    module: nn.Module
+    list_len: int
+    plackett_luce: bool = False
+
+    def _step_fn(self, params, batch, deterministic=True, rngs=None):
+        context = self.module.apply(params, batch, method="encode")
+
+        def step_logits(chosen):
+            return self.module.apply(
+                params, context, chosen, deterministic, method="step_logits", rngs=rngs
+            )
+
+        return step_logits
+
+    def first_step_logits(self, params, batch, deterministic=True, rngs=None):
+        """[B, N] logits of the first position (the scores of the PL policy)."""
+        return self.module.apply(params, batch, deterministic, rngs=rngs)
+
+    def sample(self, params, batch, key, group_size: int, temperature: float = 1.0):
+        """[B, K, L] lists sampled from the policy (no dropout)."""
+        mask = batch["cand_mask"]
+        if self.plackett_luce:
+            scores = self.first_step_logits(params, batch) / temperature
+            return sampling.gumbel_top_k(scores, mask, self.list_len, key, group_size)
+        step = self._step_fn(params, batch)
+        return sampling.sample_group(step, mask, self.list_len, key, group_size, temperature)
+
+    def greedy(self, params, batch):
+        """[B, L] greedy list."""
+        mask = batch["cand_mask"]
+        if self.plackett_luce:
+            scores = sampling.mask_logits(
+                self.first_step_logits(params, batch), mask, jnp.zeros_like(mask)
+            )
+            return jax.lax.top_k(scores, self.list_len)[1].astype(jnp.int32)
+        return sampling.greedy_list(self._step_fn(params, batch), mask, self.list_len)
+
+    def log_prob_and_first_logits(self, params, batch, lists, dropout_key=None):
+        """(log pi(lists) [B, M...], first-step logits [B, N]) in one differentiable pass.
+
+        With the autoregressive generator, the first-step logits are read from step 0 of the
+        first list (its prefix is empty), so no extra encoder pass is spent on them.
+        """
+        deterministic = dropout_key is None
+        rngs = None if deterministic else {"dropout": dropout_key}
+        mask = batch["cand_mask"]
+        if self.plackett_luce:
+            scores = self.first_step_logits(params, batch, deterministic, rngs)
+            return sampling.plackett_luce_log_prob(scores, mask, lists), scores
+        step = self._step_fn(params, batch, deterministic, rngs)
+        chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
+        logits = step(chosen)
+        log_prob = sampling.log_prob_from_logits(sampling.mask_logits(logits, mask, chosen), lists)
+        first = logits.reshape((logits.shape[0], -1) + logits.shape[-1:])[:, 0]
+        return log_prob, first
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """A frozen reward model seen as a list evaluator."""
+
+    module: nn.Module
+    kind: str
+
+    def list_rewards(self, params, batch, lists) -> jnp.ndarray:
+        """lists [B, M..., L] -> estimated rewards [B, M...]."""
+        if self.kind == "pointwise":
+            return rm.dcg_list_reward(self.module.apply(params, batch), lists)
+        return rm.list_aware_reward(self.module.apply(params, batch, lists))
+
+    def candidate_scores(self, params, batch) -> jnp.ndarray:
+        """[B, N] per-candidate scores (for list-aware: the logit of the candidate shown first)."""
+        if self.kind == "pointwise":
+            return self.module.apply(params, batch)
+        num_candidates = batch["cand_mask"].shape[-1]
+        lists = jnp.broadcast_to(
+            jnp.arange(num_candidates)[None, :, None],
+            (batch["cand_mask"].shape[0], num_candidates, 1),
+        )
+        return self.module.apply(params, batch, lists)[..., 0]
+
+    def greedy(self, params, batch, list_len: int) -> jnp.ndarray:
+        """[B, L] list built position by position, maximising the estimated reward.
+
+        For the pointwise model this is the top-L sort of its scores. For the list-aware model
+        each step scores every candidate appended to the prefix (its causal attention makes the
+        logit at position t independent of later positions).
+        """
+        mask = batch["cand_mask"]
+        if self.kind == "pointwise":
+            scores = sampling.mask_logits(
+                self.module.apply(params, batch), mask, jnp.zeros_like(mask)
+            )
+            return jax.lax.top_k(scores, list_len)[1].astype(jnp.int32)
+        batch_size, num_candidates = mask.shape
+        candidates = jnp.arange(num_candidates, dtype=jnp.int32)
+
+        def step(carry, t):
+            prefix, chosen = carry
+            trial = jnp.where(
+                jnp.arange(list_len) < t, prefix[:, None, :], candidates[None, :, None]
+            )
+            logits = self.module.apply(params, batch, trial)[..., t]
+            item = jnp.argmax(sampling.mask_logits(logits, mask, chosen), -1).astype(jnp.int32)
+            prefix = prefix.at[:, t].set(item)
+            chosen = chosen + jax.nn.one_hot(item, num_candidates)
+            return (prefix, chosen), None
+
+        init = (
+            jnp.zeros((batch_size, list_len), jnp.int32),
+            jnp.zeros((batch_size, num_candidates)),
+        )
+        (lists, _), _ = jax.lax.scan(step, init, jnp.arange(list_len))
+        return lists
+
+
+def logged_list(batch, list_len: int) -> jnp.ndarray:
+    """[B, L] the logged list in its shown order (from ``cand_logged_pos``)."""
+    positions = batch["cand_logged_pos"]
+    onehot = positions[:, None, :] == jnp.arange(list_len)[None, :, None]
+    return jnp.argmax(onehot, axis=-1).astype(jnp.int32)
+
+
+def top_by(scores, cand_mask, list_len: int) -> jnp.ndarray:
+    """[B, L] top-L valid candidates by a score [B, N]."""
+    masked = sampling.mask_logits(scores, cand_mask, jnp.zeros_like(cand_mask))
+    return jax.lax.top_k(masked, list_len)[1].astype(jnp.int32)
+
+
+def uniform_lists(cand_mask, list_len: int, key, count: int) -> jnp.ndarray:
+    """[B, count, L] uniformly random lists of distinct valid candidates."""
+    return sampling.gumbel_top_k(
+        jnp.zeros(cand_mask.shape, jnp.float32), cand_mask, list_len, key, count
+    )
+
+
+def auxiliary_lists(
+    names: tuple[str, ...], batch, evaluator: Evaluator, reward_params: Any, list_len: int, key
+) -> jnp.ndarray:
+    """[B, len(names), L] the auxiliary policies' lists used by the mixed group construction."""
+    mask = batch["cand_mask"]
+    lists = []
+    for i, name in enumerate(names):
+        if name == "logged":
+            lists.append(logged_list(batch, list_len))
+        elif name == "retriever":
+            lists.append(top_by(batch["cand_retriever_score"], mask, list_len))
+        elif name == "reward_greedy":
+            lists.append(evaluator.greedy(reward_params, batch, list_len))
+        elif name == "uniform":
+            lists.append(uniform_lists(mask, list_len, jax.random.fold_in(key, i), 1)[:, 0])
+        else:
+            raise ValueError(f"Unknown auxiliary policy {name!r}.")
+    return jnp.stack(lists, axis=1)

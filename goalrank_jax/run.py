@@ -1,0 +1,187 @@
+"""The whole GoalRank pipeline: data -> reward model -> generator -> evaluation -> results.
+
+``train_and_evaluate(config, workdir)`` is what ``python -m goalrank_jax.main`` runs. Every stage
+is resumable: a finished stage is restored from its last checkpoint and skipped, an interrupted
+one continues from its latest checkpoint with the same batches and PRNG keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from goalrank_jax import configs, policies, sharding
+from goalrank_jax import evaluate as evaluate_lib
+from goalrank_jax import train_step as ts
+from goalrank_jax.data import pipeline
+from goalrank_jax.metric_writer import MetricWriter
+from goalrank_jax.models import make_generator, make_reward_model
+from goalrank_jax.train import format_duration, train_stage
+
+REWARD_STAGE = "reward_model"
+GENERATOR_STAGE = "generator"
+
+
+def _init_batch(dataset: pipeline.Dataset, size: int) -> dict:
+    examples = dataset.sources["train"].__getitems__(list(range(size)))
+    return pipeline.to_model_batch(
+        {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+    )
+
+
+def _param_count(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def train_and_evaluate(
+    config: configs.ExperimentConfig, workdir: str, log_fn: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Runs every stage and returns the final results (also written to results.json)."""
+    start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh()
+    config.validate(mesh.devices.size)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    writer = MetricWriter(workdir)
+    data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
+    log_fn(f"[data] preparing {config.data.dataset!r} under {data_dir}")
+    dataset = pipeline.load_dataset(config.data, data_dir, log_fn)
+    log_fn("[data] statistics: " + json.dumps(dataset.stats))
+    list_len = dataset.list_len
+    base_key = jax.random.key(config.seed)
+    init_batch = _init_batch(dataset, 2)
+    repl = sharding.replicated(mesh)
+    batch_shard = sharding.batch_sharding(mesh)
+
+    with jax.set_mesh(mesh):
+        reward_module = make_reward_model(
+            config.reward_model.kind,
+            config.reward_model.model,
+            dataset.num_users,
+            dataset.num_items,
+        )
+        evaluator = policies.Evaluator(reward_module, config.reward_model.kind)
+        init_args = (
+            (init_batch,)
+            if evaluator.kind == "pointwise"
+            else (init_batch, policies.logged_list(init_batch, list_len))
+        )
+        reward_params = reward_module.init(jax.random.fold_in(base_key, 1), *init_args)
+        log_fn(f"[{REWARD_STAGE}] {_param_count(reward_params):,} parameters")
+        rm_optimizer = ts.make_optimizer(config.reward_model.train.optim)
+        rm_state = sharding.put_replicated(ts.create_state(reward_params, rm_optimizer), mesh)
+        rm_step = ts.compile_step(
+            functools.partial(
+                ts.reward_model_train_step,
+                evaluator=evaluator,
+                optimizer=rm_optimizer,
+                list_len=list_len,
+            ),
+            repl,
+            batch_shard,
+            repl,
+        )
+        generator = make_generator(config.generator, dataset.num_users, dataset.num_items)
+        policy = policies.GeneratorPolicy(
+            generator, list_len, plackett_luce=config.gro.group_construction == "plackett_luce"
+        )
+        evaluation = evaluate_lib.Evaluation(
+            policy,
+            evaluator,
+            list_len,
+            dataset.has_true_model,
+            config.data.env.true_model,
+            mesh,
+        )
+
+        def run_eval(split, gen_params, rm_params):
+            batches = pipeline.eval_batches(
+                dataset.sources[split], config.eval.batch_size, config.eval.max_examples
+            )
+            return {
+                f"{split}/{k}": v for k, v in evaluation(gen_params, rm_params, batches).items()
+            }
+
+        rm_state = train_stage(
+            name=REWARD_STAGE,
+            workdir=workdir,
+            state=rm_state,
+            step_fn=rm_step,
+            dataset=pipeline.train_dataset(
+                dataset.sources["train"], config.reward_model.train.batch_size, config.seed + 1
+            ),
+            stage_config=config.reward_model.train,
+            base_key=jax.random.fold_in(base_key, 2),
+            mesh=mesh,
+            writer=writer,
+            log_fn=log_fn,
+            eval_fn=lambda s: _select(
+                run_eval("validation", None, s.params), "reward_model_greedy"
+            ),
+        )
+        frozen_rm = rm_state.params
+
+        gen_params = generator.init(jax.random.fold_in(base_key, 3), init_batch)
+        log_fn(f"[{GENERATOR_STAGE}] {_param_count(gen_params):,} parameters")
+        optimizer = ts.make_optimizer(config.train.optim)
+        gen_state = sharding.put_replicated(ts.create_state(gen_params, optimizer, frozen_rm), mesh)
+        gen_step = ts.compile_step(
+            functools.partial(
+                ts.goalrank_train_step,
+                policy=policy,
+                evaluator=evaluator,
+                optimizer=optimizer,
+                gro=config.gro,
+            ),
+            repl,
+            batch_shard,
+            repl,
+        )
+        gen_state = train_stage(
+            name=GENERATOR_STAGE,
+            workdir=workdir,
+            state=gen_state,
+            step_fn=gen_step,
+            dataset=pipeline.train_dataset(
+                dataset.sources["train"], config.train.batch_size, config.seed + 2
+            ),
+            stage_config=config.train,
+            base_key=jax.random.fold_in(base_key, 4),
+            mesh=mesh,
+            writer=writer,
+            log_fn=log_fn,
+            eval_fn=lambda s: _select(
+                run_eval("validation", s.params, s.reward_params), "goalrank"
+            ),
+        )
+
+        log_fn("[eval] evaluating every policy on the test split")
+        results = run_eval("test", gen_state.params, gen_state.reward_params)
+    for key in [k for k in results if k.startswith("test/goalrank/")]:
+        results["test/" + key.split("/", 2)[2]] = results[key]
+    results["wall_time_s"] = time.time() - start
+    writer.write(config.train.num_steps, {k: v for k, v in results.items() if isinstance(v, float)})
+    writer.close()
+    if jax.process_index() == 0:
+        tmp = os.path.join(workdir, "results.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(workdir, "results.json"))
+    log_fn("\n" + evaluate_lib.results_table(results, "test", list_len))
+    log_fn(
+        f"[done] results in {os.path.join(workdir, 'results.json')} "
+        f"(total {format_duration(results['wall_time_s'])})"
+    )
+    return results
+
+
+def _select(results: dict[str, float], policy_name: str) -> dict[str, float]:
+    return {k: v for k, v in results.items() if f"/{policy_name}/" in k}

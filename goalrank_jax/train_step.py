@@ -1,0 +1,189 @@
+"""The train state and the pure train steps (GoalRank generator and reward model).
+
+``goalrank_train_step`` is the whole GoalRank update as one function of
+``(state, batch, base_key)``: group sampling (vmapped over K keys), frozen rewards, the
+group-relative reference policy, the loss, gradients, the optax update and the skip of updates
+with non-finite gradients. :func:`compile_step` jits it with the state donated and shardings
+given at the call site.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from goalrank_jax import losses, policies
+from goalrank_jax.models import reward_model as rm
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """step: int32 scalar; params / opt_state: trained pytrees; reward_params: frozen evaluator
+    parameters (None while the reward model itself is trained)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    reward_params: Any = None
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+    """Global-norm clipping + AdamW with optional step decay of the learning rate."""
+    if optim.decay_every:
+        schedule = optax.exponential_decay(
+            optim.learning_rate, optim.decay_every, optim.decay_factor, staircase=True
+        )
+    else:
+        schedule = optim.learning_rate
+    return optax.chain(
+        optax.clip_by_global_norm(optim.clip_norm),
+        optax.adamw(
+            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay
+        ),
+    )
+
+
+def create_state(params, optimizer, reward_params=None) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        reward_params=reward_params,
+    )
+
+
+def apply_gradients(state: TrainState, grads, optimizer) -> tuple[TrainState, dict]:
+    """Optax update, skipped (params and optimizer state unchanged) if any gradient is
+    non-finite. The step counter always advances so the data and key streams stay aligned."""
+    finite = jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+    )
+    safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
+    updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    keep = functools.partial(jax.tree_util.tree_map, lambda new, old: jnp.where(finite, new, old))
+    new_state = dataclasses.replace(
+        state,
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        opt_state=keep(new_opt_state, state.opt_state),
+    )
+    metrics = {
+        "grad_norm": optax.global_norm(safe_grads),
+        "skipped": 1.0 - finite.astype(jnp.float32),
+    }
+    return new_state, metrics
+
+
+def goalrank_train_step(
+    state: TrainState,
+    batch: dict,
+    base_key: jax.Array,
+    *,
+    policy: policies.GeneratorPolicy,
+    evaluator: policies.Evaluator,
+    optimizer: optax.GradientTransformation,
+    gro,
+) -> tuple[TrainState, dict]:
+    """One GoalRank update. Shapes: batch of B requests, N candidates, groups of K lists of L.
+
+    1. K lists per request: sampled from the current policy (no gradient), or for the mixed
+       construction the auxiliary lists first and sampled lists in the remaining slots.
+    2. r [B, K] from the frozen evaluator; pi_ref = softmax(z-score(r) / tau_ref).
+    3. loss = w_R * L_GRO(log pi_theta(lists), pi_ref) + w_G * BCE(first-step logits, labels).
+    """
+    key = jax.random.fold_in(base_key, state.step)
+    sample_key, dropout_key, aux_key = jax.random.split(key, 3)
+    frozen_params = jax.lax.stop_gradient(state.params)
+    if gro.group_construction == "mixed":
+        aux = policies.auxiliary_lists(
+            gro.auxiliary, batch, evaluator, state.reward_params, policy.list_len, aux_key
+        )
+        sampled = policy.sample(
+            frozen_params,
+            batch,
+            sample_key,
+            gro.group_size - aux.shape[1],
+            gro.sample_temperature,
+        )
+        lists = jnp.concatenate([aux, sampled], axis=1)
+    else:
+        lists = policy.sample(
+            frozen_params, batch, sample_key, gro.group_size, gro.sample_temperature
+        )
+    lists = jax.lax.stop_gradient(lists)
+    rewards = jax.lax.stop_gradient(evaluator.list_rewards(state.reward_params, batch, lists))
+    targets = losses.group_relative_targets(rewards, gro.tau_ref)
+
+    def loss_fn(params):
+        log_probs, first_logits = policy.log_prob_and_first_logits(
+            params, batch, lists, dropout_key
+        )
+        gro_loss = losses.gro_loss(log_probs, targets, loss_form=gro.loss_form)
+        sup_loss = losses.supervised_bce(first_logits, batch["cand_labels"], batch["cand_mask"])
+        total = gro.reward_weight * gro_loss + gro.supervised_weight * sup_loss
+        return total, {
+            "gro_loss": gro_loss,
+            "sup_loss": sup_loss,
+            "sample_log_prob": log_probs.mean(),
+        }
+
+    (loss, aux_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state, update_metrics = apply_gradients(state, grads, optimizer)
+    metrics = {
+        "loss": loss,
+        **aux_metrics,
+        **update_metrics,
+        "group_reward_mean": rewards.mean(),
+        "group_reward_std": rewards.std(-1, ddof=1).mean(),
+        "ref_max_weight": targets.max(-1).mean(),
+    }
+    return state, metrics
+
+
+def reward_model_train_step(
+    state: TrainState,
+    batch: dict,
+    base_key: jax.Array,
+    *,
+    evaluator: policies.Evaluator,
+    optimizer: optax.GradientTransformation,
+    list_len: int,
+) -> tuple[TrainState, dict]:
+    """One BCE update of the reward model on logged feedback.
+
+    Pointwise: every valid candidate against its label (non-logged candidates are label 0).
+    List-aware: each position of the logged list against its feedback.
+    """
+    dropout_key = jax.random.fold_in(base_key, state.step)
+    rngs = {"dropout": dropout_key}
+    module = evaluator.module
+
+    def loss_fn(params):
+        if evaluator.kind == "pointwise":
+            logits = module.apply(params, batch, False, rngs=rngs)
+            return losses.supervised_bce(logits, batch["cand_labels"], batch["cand_mask"])
+        logged = policies.logged_list(batch, list_len)
+        logits = module.apply(params, batch, logged, False, rngs=rngs)
+        labels = rm.gather_candidates(batch["cand_labels"], logged)
+        return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    state, update_metrics = apply_gradients(state, grads, optimizer)
+    return state, {"loss": loss, **update_metrics}
+
+
+def compile_step(step_fn, state_sharding, batch_sharding, replicated):
+    """jit with the state donated: (state, batch, key) -> (state, metrics)."""
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, batch_sharding, replicated),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=(0,),
+    )
