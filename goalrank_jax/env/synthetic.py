@@ -191,7 +191,9 @@ def make_world(cfg: EnvConfig) -> World:
     )
 
 
-def relevance_logits(world: World, cfg: EnvConfig, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+def relevance_logits(
+    world: World, cfg: EnvConfig, users: np.ndarray, items: np.ndarray
+) -> np.ndarray:
     """True relevance logits of items for users (host side).
 
     rel[u, i] = base_logit + relevance_scale * <u, v_i> / sqrt(d)
@@ -415,7 +417,9 @@ def greedy_true(
 
 
 @functools.partial(jax.jit, static_argnames=("list_len",))
-def relevance_sort_lists(cand_rel_logit: jax.Array, cand_mask: jax.Array, list_len: int) -> jax.Array:
+def relevance_sort_lists(
+    cand_rel_logit: jax.Array, cand_mask: jax.Array, list_len: int
+) -> jax.Array:
     """Top-L valid candidates by true relevance logit, in decreasing order.
 
     Args:
