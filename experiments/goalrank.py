@@ -33,7 +33,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.reward_model.train.batch_size = 128
     cfg.reward_model.train.eval_every = 500
     cfg.reward_model.train.checkpoint_every = 500
-    cfg.reward_model.train.optim.learning_rate = 1e-3
+    cfg.reward_model.train.optim.learning_rate = 3e-3
 
     # Generator: paper-faithful prefix-conditioned transformer, D=32 on CPU.
     cfg.generator.embed_dim = 32
@@ -48,8 +48,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.gro.loss_form = "log_prob"
     cfg.gro.group_construction = "on_policy"
 
-    cfg.train.num_steps = 600
-    cfg.train.batch_size = 64
+    cfg.train.num_steps = 400
+    cfg.train.batch_size = 32
     cfg.train.log_every = 25
     cfg.train.eval_every = 0
     cfg.train.checkpoint_every = 100

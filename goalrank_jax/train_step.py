@@ -75,7 +75,7 @@ def apply_gradients(state: TrainState, grads, optimizer) -> tuple[TrainState, di
         opt_state=keep(new_opt_state, state.opt_state),
     )
     metrics = {
-        "grad_norm": optax.global_norm(safe_grads),
+        "grad_norm": optax.tree.norm(safe_grads),
         "skipped": 1.0 - finite.astype(jnp.float32),
     }
     return new_state, metrics

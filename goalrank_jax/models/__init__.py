@@ -12,6 +12,7 @@ def _kwargs(model_config) -> dict:
         ff_dim=model_config.ff_dim,
         dropout=model_config.dropout,
         use_user_id=model_config.use_user_id,
+        bilinear_head=model_config.bilinear_head,
     )
 
 

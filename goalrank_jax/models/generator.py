@@ -14,7 +14,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from goalrank_jax.models.layers import RequestEncoder, TransformerEncoder
+from goalrank_jax.models.layers import AffinityHead, RequestEncoder, TransformerEncoder
 
 
 class GeneratorContext(NamedTuple):
@@ -27,6 +27,8 @@ class GeneratorContext(NamedTuple):
     candidate_inputs: jnp.ndarray
     chosen_proj: jnp.ndarray
     cand_mask: jnp.ndarray
+    user: jnp.ndarray
+    items: jnp.ndarray
 
 
 class PrefixGenerator(nn.Module):
@@ -41,6 +43,7 @@ class PrefixGenerator(nn.Module):
     dropout: float = 0.1
     causal: bool = False
     use_user_id: bool = True
+    bilinear_head: bool = True
 
     def setup(self):
         self.request_encoder = RequestEncoder(
@@ -51,11 +54,13 @@ class PrefixGenerator(nn.Module):
         self.encoder = TransformerEncoder(
             self.num_layers, self.num_heads, self.ff_dim, self.dropout, self.causal
         )
-        self.head = nn.Dense(1, name="head")
+        self.head = AffinityHead(self.bilinear_head)
 
     def encode(self, batch: dict) -> GeneratorContext:
-        _, candidate_inputs, items = self.request_encoder(batch)
-        return GeneratorContext(candidate_inputs, self.chosen_proj(items), batch["cand_mask"])
+        user, candidate_inputs, items = self.request_encoder(batch)
+        return GeneratorContext(
+            candidate_inputs, self.chosen_proj(items), batch["cand_mask"], user, items
+        )
 
     def step_logits(
         self, context: GeneratorContext, chosen: jnp.ndarray, deterministic: bool = True
@@ -78,7 +83,7 @@ class PrefixGenerator(nn.Module):
         inputs = context.candidate_inputs[expand] + self.chosen_norm(bag)[..., None, :]
         mask = jnp.broadcast_to(context.cand_mask[expand], inputs.shape[:-1])
         hidden = self.encoder(inputs, mask, deterministic)
-        return self.head(hidden)[..., 0]
+        return self.head(hidden, context.user, context.items)
 
     def __call__(self, batch: dict, deterministic: bool = True) -> jnp.ndarray:
         """First-step logits [B, N] (empty prefix); used for init and the supervised loss."""

@@ -82,7 +82,10 @@ class RequestEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-        """Returns (user_state [B, D], candidate_inputs [B, N, D], item_vectors [B, N, D])."""
+        """Returns (user_state [B, D], candidate_inputs [B, N, D], item_vectors [B, N, D]).
+
+        The bilinear user-item term is added by :class:`AffinityHead`.
+        """
         dim = self.embed_dim
         item_embed = nn.Embed(self.num_items, dim, name="item_embed")
         hist_mask = batch["history_mask"]
@@ -108,3 +111,24 @@ class RequestEncoder(nn.Module):
         h = nn.Dense(dim, name="cand_mlp_out")(nn.gelu(nn.Dense(dim, name="cand_mlp_in")(h)))
         slots = nn.Embed(num_candidates, dim, name="slot_embed")(jnp.arange(num_candidates))
         return user, h + slots, items
+
+
+class AffinityHead(nn.Module):
+    """Per-candidate logit = Dense(h_i) + <W_a U, x_i> / sqrt(D) (the second term optional).
+
+    The bilinear user-item term gives the heads the matrix-factorisation inductive bias that an
+    additive combination of user and item inputs lacks.
+    """
+
+    bilinear: bool = True
+
+    @nn.compact
+    def __call__(self, hidden, user, items):
+        """hidden [B, M..., N, D], user [B, D], items [B, N, D] -> logits [B, M..., N]."""
+        logits = nn.Dense(1, name="linear")(hidden)[..., 0]
+        if not self.bilinear:
+            return logits
+        query = nn.Dense(items.shape[-1], name="user_query")(user)
+        affinity = jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(items.shape[-1])
+        extra = logits.ndim - affinity.ndim
+        return logits + affinity.reshape(affinity.shape[:1] + (1,) * extra + affinity.shape[1:])

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from goalrank_jax.models.layers import RequestEncoder, TransformerEncoder
+from goalrank_jax.models.layers import AffinityHead, RequestEncoder, TransformerEncoder
 
 
 def position_discounts(list_len: int, dtype=jnp.float32) -> jnp.ndarray:
@@ -47,17 +47,18 @@ class PointwiseRewardModel(nn.Module):
     dropout: float = 0.1
     causal: bool = False
     use_user_id: bool = True
+    bilinear_head: bool = True
 
     @nn.compact
     def __call__(self, batch: dict, deterministic: bool = True) -> jnp.ndarray:
         """Candidate logits [B, N]."""
-        _, inputs, _ = RequestEncoder(
+        user, inputs, items = RequestEncoder(
             self.num_users, self.num_items, self.embed_dim, self.use_user_id
         )(batch)
         hidden = TransformerEncoder(
             self.num_layers, self.num_heads, self.ff_dim, self.dropout, self.causal
         )(inputs, batch["cand_mask"], deterministic)
-        return nn.Dense(1, name="head")(hidden)[..., 0]
+        return AffinityHead(self.bilinear_head, name="head")(hidden, user, items)
 
 
 class ListAwareRewardModel(nn.Module):
@@ -69,6 +70,7 @@ class ListAwareRewardModel(nn.Module):
     ff_dim: int = 128
     dropout: float = 0.1
     use_user_id: bool = True
+    bilinear_head: bool = True
 
     @nn.compact
     def __call__(self, batch: dict, lists: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
@@ -77,7 +79,7 @@ class ListAwareRewardModel(nn.Module):
         Attention over the list is causal: the logit at position t depends on the items at
         positions <= t only, as the feedback to an item depends on what was shown above it.
         """
-        _, inputs, _ = RequestEncoder(
+        user, inputs, items = RequestEncoder(
             self.num_users, self.num_items, self.embed_dim, self.use_user_id
         )(batch)
         list_len = lists.shape[-1]
@@ -87,7 +89,12 @@ class ListAwareRewardModel(nn.Module):
         hidden = TransformerEncoder(
             self.num_layers, self.num_heads, self.ff_dim, self.dropout, causal=True
         )(x, mask, deterministic)
-        return nn.Dense(1, name="head")(hidden)[..., 0]
+        logits = nn.Dense(1, name="head")(hidden)[..., 0]
+        if not self.bilinear_head:
+            return logits
+        query = nn.Dense(self.embed_dim, name="user_query")(user)
+        affinity = jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(self.embed_dim)
+        return logits + gather_candidates(affinity, lists)
 
 
 def list_aware_reward(logits: jnp.ndarray) -> jnp.ndarray:
