@@ -59,7 +59,10 @@ def test_impossible_values_are_rejected(path, value, message):
 def test_batch_must_divide_device_count():
     cfg = _experiment("smoke")
     cfg.train.batch_size = 18
-    with pytest.raises(ValueError, match=r"train.batch_size \(18\) must be divisible by the number of devices \(4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"train.batch_size \(18\) must be divisible by the number of devices \(4\)",
+    ):
         configs.from_config_dict(cfg, num_devices=4)
 
 
@@ -78,4 +81,3 @@ def test_config_is_frozen():
     config = configs.from_config_dict(_experiment("smoke"))
     with pytest.raises(AttributeError):
         config.gro.group_size = 3
-

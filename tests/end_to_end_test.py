@@ -49,9 +49,15 @@ def runs(tmp_path_factory):
     results_resumed = run.train_and_evaluate(_config(data_dir), resumed, resume_logs.append)
     rerun_logs = []
     results_rerun = run.train_and_evaluate(_config(data_dir), full, rerun_logs.append)
-    return dict(full=full, resumed=resumed, results_full=results_full,
-                results_resumed=results_resumed, results_rerun=results_rerun,
-                resume_logs=resume_logs, rerun_logs=rerun_logs)
+    return dict(
+        full=full,
+        resumed=resumed,
+        results_full=results_full,
+        results_resumed=results_resumed,
+        results_rerun=results_rerun,
+        resume_logs=resume_logs,
+        rerun_logs=rerun_logs,
+    )
 
 
 def test_outputs_are_written(runs):
@@ -60,8 +66,15 @@ def test_outputs_are_written(runs):
         assert os.path.exists(os.path.join(full, name)), name
     assert os.listdir(os.path.join(full, "tensorboard"))
     results = json.load(open(os.path.join(full, "results.json")))
-    for key in ("test/H@3", "test/N@3", "test/M@3", "test/F1@3", "test/AUC",
-                "test/true_reward", "test/oracle_fraction"):
+    for key in (
+        "test/H@3",
+        "test/N@3",
+        "test/M@3",
+        "test/F1@3",
+        "test/AUC",
+        "test/true_reward",
+        "test/oracle_fraction",
+    ):
         assert np.isfinite(results[key]), key
     for policy in ("goalrank", "logged", "reward_model_greedy", "true_relevance_sort", "oracle"):
         assert f"test/{policy}/true_reward" in results

@@ -16,9 +16,7 @@ def random_batch(batch_size=8, num_candidates=10, list_len=3, history_len=6, see
     cand_items[0, -2:] = -1  # two padded candidates in the first request
     logged_pos = np.full((batch_size, num_candidates), -1, np.int32)
     for b in range(batch_size):
-        logged_pos[b, rng.choice(num_candidates - 2, list_len, replace=False)] = np.arange(
-            list_len
-        )
+        logged_pos[b, rng.choice(num_candidates - 2, list_len, replace=False)] = np.arange(list_len)
     labels = ((logged_pos >= 0) & (rng.random((batch_size, num_candidates)) < 0.5)).astype(
         np.float32
     )

@@ -76,7 +76,9 @@ def test_loss_matches_independent_recomputation():
     scores = np.asarray(evaluator.module.apply(state.reward_params, batch))
     probs = 1.0 / (1.0 + np.exp(-np.take_along_axis(scores[:, None, :], np.asarray(lists), 2)))
     rewards = (probs / np.log2(np.arange(2, LIST_LEN + 2))).sum(-1)
-    adv = (rewards - rewards.mean(1, keepdims=True)) / (rewards.std(1, ddof=1, keepdims=True) + 1e-6)
+    adv = (rewards - rewards.mean(1, keepdims=True)) / (
+        rewards.std(1, ddof=1, keepdims=True) + 1e-6
+    )
     targets = np.exp(adv) / np.exp(adv).sum(1, keepdims=True)
     context = policy.module.apply(state.params, batch, method="encode")
     log_probs = sampling.list_log_prob(
@@ -171,4 +173,6 @@ def test_four_device_mesh_matches_one_device():
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4
     np.testing.assert_allclose(out["losses_1"], out["losses_4"], rtol=1e-5)
-    assert out["param_max_diff"] < 1e-5
+    # The 4-device step reduces gradients in a different order; Adam divides by sqrt(v) + eps,
+    # which turns float32 rounding in near-zero gradients into up to ~1% of an lr=1e-2 update.
+    assert out["param_max_diff"] < 3e-4
