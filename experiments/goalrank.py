@@ -17,6 +17,7 @@ from goalrank_jax import configs
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(configs.to_dict(configs.ExperimentConfig()))
     cfg.seed = 999  # Base PRNG seed (model init, sampling, dropout).
+    cfg.prng_impl = "rbg"  # Fast dropout masks on CPU (threefry2x32 for mesh-independent bits).
 
     # Data: the synthetic world (1000 users x 60 requests, 2000 items), N=50, L=6.
     cfg.data.dataset = "synthetic"
@@ -24,6 +25,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.data.list_len = 6
     cfg.data.history_len = 50
     cfg.data.oracle_beam_width = 50
+    cfg.data.retriever.num_epochs = 20  # MF retriever on the train split's positives.
 
     # Reward model (evaluator): pointwise PRM-style transformer, D=64.
     cfg.reward_model.kind = "pointwise"

@@ -20,6 +20,7 @@ DATASETS = ("synthetic",)
 GROUP_CONSTRUCTIONS = ("on_policy", "plackett_luce", "mixed")
 LOSS_FORMS = ("log_prob", "prob")
 REWARD_MODEL_KINDS = ("pointwise", "list_aware")
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 AUXILIARY_POLICIES = ("logged", "retriever", "reward_greedy", "uniform")
 
 
@@ -215,6 +216,10 @@ class EvalConfig:
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     seed: int = 999  # Base PRNG seed of model init, sampling and dropout.
+    # PRNG implementation of every key derived from `seed`. threefry2x32 gives the same random
+    # bits on any mesh (a multi-device run equals a one-device run); rbg is several times faster
+    # for dropout masks on CPU but its bits depend on the device layout.
+    prng_impl: str = "threefry2x32"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
     generator: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -224,6 +229,7 @@ class ExperimentConfig:
 
     def validate(self, num_devices: int = 1) -> None:
         """Raises ValueError naming the field of the first impossible value."""
+        _one_of(self, "prng_impl", PRNG_IMPLS)
         self.data.validate()
         self.reward_model.validate()
         self.generator.validate()

@@ -27,7 +27,12 @@ def group_advantages(rewards: jnp.ndarray, eps: float = GROUP_STD_EPS) -> jnp.nd
     mean = rewards.mean(-1, keepdims=True)
     centred = rewards - mean
     var = (centred**2).sum(-1, keepdims=True) / (rewards.shape[-1] - 1)
-    return centred / (jnp.sqrt(var) + eps)
+    adv = centred / (jnp.sqrt(var) + eps)
+    # Rounding of the float mean leaves a residual of about one ulp in `centred` when all rewards
+    # are equal; with std ~ ulp that residual would become an advantage of order one. A group
+    # without spread carries no preference, so its advantages are exactly zero.
+    flat = rewards.max(-1, keepdims=True) == rewards.min(-1, keepdims=True)
+    return jnp.where(flat, 0.0, adv)
 
 
 def group_relative_targets(rewards: jnp.ndarray, tau_ref: float = 1.0) -> jnp.ndarray:

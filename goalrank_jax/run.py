@@ -56,7 +56,7 @@ def train_and_evaluate(
     dataset = pipeline.load_dataset(config.data, data_dir, log_fn)
     log_fn("[data] statistics: " + json.dumps(dataset.stats))
     list_len = dataset.list_len
-    base_key = jax.random.key(config.seed)
+    base_key = jax.random.key(config.seed, impl=config.prng_impl)
     init_batch = _init_batch(dataset, 2)
     repl = sharding.replicated(mesh)
     batch_shard = sharding.batch_sharding(mesh)

@@ -117,11 +117,18 @@ def build_requests(
     hist_items, hist_labels, seen = build_histories(logs, history_len)
 
     train = split == 0
-    log_fn(f"[data] training the stage-1 retriever on {int(train.sum())} train requests")
+    # The retriever learns from positive feedback only (implicit-feedback MF with sampled
+    # negatives): the logged non-clicked items were chosen for their relevance, and using them as
+    # negatives teaches the retriever to prefer items that were rarely shown.
+    positive = (logs.labels[train] > 0).reshape(-1)
+    log_fn(
+        f"[data] training the stage-1 retriever on the {int(positive.sum())} positive "
+        f"interactions of {int(train.sum())} train requests"
+    )
     params = retriever_lib.train_retriever(
-        np.repeat(logs.user[train], list_len),
-        logs.items[train].reshape(-1),
-        logs.labels[train].reshape(-1),
+        np.repeat(logs.user[train], list_len)[positive],
+        logs.items[train].reshape(-1)[positive],
+        np.ones(int(positive.sum()), np.int8),
         num_users,
         num_items,
         retriever_config,
