@@ -60,7 +60,11 @@ def main(_):
     with jax.set_mesh(mesh):
         generator = make_generator(config.generator, NUM_USERS, NUM_ITEMS)
         reward = make_reward_model(
-            config.reward_model.kind, config.reward_model.model, NUM_USERS, NUM_ITEMS
+            config.reward_model.kind,
+            config.reward_model.model,
+            NUM_USERS,
+            NUM_ITEMS,
+            data.list_len,
         )
         evaluator = policies.Evaluator(reward, config.reward_model.kind)
         key = jax.random.key(0)

@@ -35,7 +35,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.reward_model.train.batch_size = 128
     cfg.reward_model.train.eval_every = 500
     cfg.reward_model.train.checkpoint_every = 500
-    cfg.reward_model.train.optim.learning_rate = 3e-3
+    cfg.reward_model.train.optim.learning_rate = 1e-2
 
     # Generator: paper-faithful prefix-conditioned transformer, D=32 on CPU.
     cfg.generator.embed_dim = 32

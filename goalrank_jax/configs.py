@@ -98,6 +98,7 @@ class ModelConfig:
     causal: bool = False  # Causal attention over the (shuffled) candidate order instead of a set.
     use_user_id: bool = True  # Add a learned user-id embedding to the history encoding.
     bilinear_head: bool = True  # Add the user-item affinity <W_a U, x_i>/sqrt(D) to each logit.
+    item_bias: bool = True  # Add a learned per-item scalar b_i to each logit.
 
     def validate(self) -> None:
         _positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim")

@@ -67,6 +67,7 @@ def train_and_evaluate(
             config.reward_model.model,
             dataset.num_users,
             dataset.num_items,
+            list_len,
         )
         evaluator = policies.Evaluator(reward_module, config.reward_model.kind)
         init_args = (

@@ -66,50 +66,53 @@ def train_stage(
             return state
         log_fn(f"[{name}] resuming from checkpoint at step {start_step}")
 
-    log_fn(f"[{name}] training steps {start_step + 1}..{num_steps}")
-    pending: list[dict] = []
-    window_start, window_steps = time.time(), 0
-    batch_size = stage_config.batch_size
-    for step in range(start_step, num_steps):
-        batch = sharding.put_batch(next(iterator), mesh)
-        state, metrics = step_fn(state, batch, base_key)
-        pending.append(metrics)
-        window_steps += 1
-        done = step + 1
-        if done % stage_config.log_every == 0 or done == num_steps:
-            host = jax.device_get(pending)
-            summary = {f"{name}/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
-            pending = []
-            elapsed = time.time() - window_start
-            rate = window_steps / max(elapsed, 1e-9)
-            summary[f"{name}/steps_per_second"] = rate
-            summary[f"{name}/requests_per_second"] = rate * batch_size
-            writer.write(done, summary)
-            shown = " ".join(
-                f"{k.split('/', 1)[1]}={v:.4g}"
-                for k, v in summary.items()
-                if k.split("/", 1)[1]
-                in ("loss", "gro_loss", "sup_loss", "group_reward_mean", "skipped")
-            )
-            log_fn(
-                f"[{name}] step {done}/{num_steps} ({100 * done / num_steps:.1f}%) "
-                f"{rate:.2f} steps/s {rate * batch_size:.0f} req/s "
-                f"eta {format_duration((num_steps - done) / rate)} {shown}"
-            )
-            window_start, window_steps = time.time(), 0
-        if done % stage_config.checkpoint_every == 0 or done == num_steps:
-            ckpt.save(done, state, {"iterator": iterator.get_state()})
-        if eval_fn is not None and (
-            (stage_config.eval_every and done % stage_config.eval_every == 0) or done == num_steps
-        ):
-            eval_start = time.time()
-            results = eval_fn(state)
-            writer.write(done, results)
-            log_fn(
-                f"[{name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
-                + " ".join(f"{k}={v:.4f}" for k, v in results.items())
-            )
-            window_start = time.time()
-    ckpt.wait()
-    ckpt.close()
+    # An exception inside the loop still lets an in-flight asynchronous save finish and close,
+    # so the latest checkpoint on disk is always complete.
+    try:
+        log_fn(f"[{name}] training steps {start_step + 1}..{num_steps}")
+        pending: list[dict] = []
+        window_start, window_steps = time.time(), 0
+        batch_size = stage_config.batch_size
+        for step in range(start_step, num_steps):
+            batch = sharding.put_batch(next(iterator), mesh)
+            state, metrics = step_fn(state, batch, base_key)
+            pending.append(metrics)
+            window_steps += 1
+            done = step + 1
+            if done % stage_config.log_every == 0 or done == num_steps:
+                host = jax.device_get(pending)
+                summary = {f"{name}/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
+                pending = []
+                elapsed = time.time() - window_start
+                rate = window_steps / max(elapsed, 1e-9)
+                summary[f"{name}/steps_per_second"] = rate
+                summary[f"{name}/requests_per_second"] = rate * batch_size
+                writer.write(done, summary)
+                shown = " ".join(
+                    f"{k.split('/', 1)[1]}={v:.4g}"
+                    for k, v in summary.items()
+                    if k.split("/", 1)[1]
+                    in ("loss", "gro_loss", "sup_loss", "group_reward_mean", "skipped")
+                )
+                log_fn(
+                    f"[{name}] step {done}/{num_steps} ({100 * done / num_steps:.1f}%) "
+                    f"{rate:.2f} steps/s {rate * batch_size:.0f} req/s "
+                    f"eta {format_duration((num_steps - done) / rate)} {shown}"
+                )
+                window_start, window_steps = time.time(), 0
+            if done % stage_config.checkpoint_every == 0 or done == num_steps:
+                ckpt.save(done, state, {"iterator": iterator.get_state()})
+            every = stage_config.eval_every
+            if eval_fn is not None and ((every and done % every == 0) or done == num_steps):
+                eval_start = time.time()
+                results = eval_fn(state)
+                writer.write(done, results)
+                log_fn(
+                    f"[{name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
+                    + " ".join(f"{k}={v:.4f}" for k, v in results.items())
+                )
+                window_start = time.time()
+    finally:
+        ckpt.wait()
+        ckpt.close()
     return state

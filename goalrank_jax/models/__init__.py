@@ -13,6 +13,7 @@ def _kwargs(model_config) -> dict:
         dropout=model_config.dropout,
         use_user_id=model_config.use_user_id,
         bilinear_head=model_config.bilinear_head,
+        item_bias=model_config.item_bias,
     )
 
 
@@ -25,7 +26,10 @@ def make_generator(model_config, num_users: int, num_items: int) -> PrefixGenera
     )
 
 
-def make_reward_model(kind: str, model_config, num_users: int, num_items: int):
+def make_reward_model(
+    kind: str, model_config, num_users: int, num_items: int, list_len: int | None = None
+):
+    """The reward model of ``kind``; ``list_len`` (L) sizes the list-aware position table."""
     if kind == "pointwise":
         return PointwiseRewardModel(
             num_users=num_users,
@@ -34,8 +38,10 @@ def make_reward_model(kind: str, model_config, num_users: int, num_items: int):
             **_kwargs(model_config),
         )
     if kind == "list_aware":
+        if list_len is None:
+            raise ValueError("make_reward_model('list_aware', ...) needs list_len")
         return ListAwareRewardModel(
-            num_users=num_users, num_items=num_items, **_kwargs(model_config)
+            num_users=num_users, num_items=num_items, max_list_len=list_len, **_kwargs(model_config)
         )
     raise ValueError(f"Unknown reward model kind {kind!r}; use 'pointwise' or 'list_aware'.")
 

@@ -29,6 +29,7 @@ class GeneratorContext(NamedTuple):
     cand_mask: jnp.ndarray
     user: jnp.ndarray
     items: jnp.ndarray
+    item_bias: jnp.ndarray
 
 
 class PrefixGenerator(nn.Module):
@@ -44,10 +45,11 @@ class PrefixGenerator(nn.Module):
     causal: bool = False
     use_user_id: bool = True
     bilinear_head: bool = True
+    item_bias: bool = True
 
     def setup(self):
         self.request_encoder = RequestEncoder(
-            self.num_users, self.num_items, self.embed_dim, self.use_user_id
+            self.num_users, self.num_items, self.embed_dim, self.use_user_id, self.item_bias
         )
         self.chosen_proj = nn.Dense(self.embed_dim, name="chosen_proj")
         self.chosen_norm = nn.LayerNorm(name="chosen_norm")
@@ -57,9 +59,9 @@ class PrefixGenerator(nn.Module):
         self.head = AffinityHead(self.bilinear_head)
 
     def encode(self, batch: dict) -> GeneratorContext:
-        user, candidate_inputs, items = self.request_encoder(batch)
+        user, candidate_inputs, items, bias = self.request_encoder(batch)
         return GeneratorContext(
-            candidate_inputs, self.chosen_proj(items), batch["cand_mask"], user, items
+            candidate_inputs, self.chosen_proj(items), batch["cand_mask"], user, items, bias
         )
 
     def step_logits(
@@ -83,7 +85,7 @@ class PrefixGenerator(nn.Module):
         inputs = context.candidate_inputs[expand] + self.chosen_norm(bag)[..., None, :]
         mask = jnp.broadcast_to(context.cand_mask[expand], inputs.shape[:-1])
         hidden = self.encoder(inputs, mask, deterministic)
-        return self.head(hidden, context.user, context.items)
+        return self.head(hidden, context.user, context.items, context.item_bias)
 
     def __call__(self, batch: dict, deterministic: bool = True) -> jnp.ndarray:
         """First-step logits [B, N] (empty prefix); used for init and the supervised loss."""

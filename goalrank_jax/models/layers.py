@@ -79,12 +79,15 @@ class RequestEncoder(nn.Module):
     num_items: int
     embed_dim: int
     use_user_id: bool = True
+    item_bias: bool = True
 
     @nn.compact
-    def __call__(self, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-        """Returns (user_state [B, D], candidate_inputs [B, N, D], item_vectors [B, N, D]).
+    def __call__(self, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """Returns (user_state [B, D], candidate_inputs [B, N, D], item_vectors [B, N, D],
+        item_bias [B, N]).
 
-        The bilinear user-item term is added by :class:`AffinityHead`.
+        The bilinear user-item term and the item bias are added by :class:`AffinityHead`; the
+        bias is a learned per-item scalar (zeros when ``item_bias`` is False).
         """
         dim = self.embed_dim
         item_embed = nn.Embed(self.num_items, dim, name="item_embed")
@@ -110,11 +113,18 @@ class RequestEncoder(nn.Module):
         h = u[..., None, :] + x
         h = nn.Dense(dim, name="cand_mlp_out")(nn.gelu(nn.Dense(dim, name="cand_mlp_in")(h)))
         slots = nn.Embed(num_candidates, dim, name="slot_embed")(jnp.arange(num_candidates))
-        return user, h + slots, items
+        if self.item_bias:
+            bias_embed = nn.Embed(
+                self.num_items, 1, embedding_init=nn.initializers.zeros, name="item_bias"
+            )
+            bias = bias_embed(jnp.where(cand_mask, batch["cand_items"], 0))[..., 0]
+        else:
+            bias = jnp.zeros(cand_mask.shape, items.dtype)
+        return user, h + slots, items, bias
 
 
 class AffinityHead(nn.Module):
-    """Per-candidate logit = Dense(h_i) + <W_a U, x_i> / sqrt(D) (the second term optional).
+    """Per-candidate logit = Dense(h_i) + b_i + <W_a U, x_i> / sqrt(D) (the last term optional).
 
     The bilinear user-item term gives the heads the matrix-factorisation inductive bias that an
     additive combination of user and item inputs lacks.
@@ -123,12 +133,13 @@ class AffinityHead(nn.Module):
     bilinear: bool = True
 
     @nn.compact
-    def __call__(self, hidden, user, items):
-        """hidden [B, M..., N, D], user [B, D], items [B, N, D] -> logits [B, M..., N]."""
+    def __call__(self, hidden, user, items, item_bias):
+        """hidden [B, M..., N, D], user [B, D], items [B, N, D], item_bias [B, N]
+        -> logits [B, M..., N]."""
         logits = nn.Dense(1, name="linear")(hidden)[..., 0]
-        if not self.bilinear:
-            return logits
-        query = nn.Dense(items.shape[-1], name="user_query")(user)
-        affinity = jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(items.shape[-1])
+        affinity = item_bias
+        if self.bilinear:
+            query = nn.Dense(items.shape[-1], name="user_query")(user)
+            affinity = affinity + jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(items.shape[-1])
         extra = logits.ndim - affinity.ndim
         return logits + affinity.reshape(affinity.shape[:1] + (1,) * extra + affinity.shape[1:])

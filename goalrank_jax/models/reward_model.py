@@ -48,22 +48,26 @@ class PointwiseRewardModel(nn.Module):
     causal: bool = False
     use_user_id: bool = True
     bilinear_head: bool = True
+    item_bias: bool = True
 
     @nn.compact
     def __call__(self, batch: dict, deterministic: bool = True) -> jnp.ndarray:
         """Candidate logits [B, N]."""
-        user, inputs, items = RequestEncoder(
-            self.num_users, self.num_items, self.embed_dim, self.use_user_id
+        user, inputs, items, bias = RequestEncoder(
+            self.num_users, self.num_items, self.embed_dim, self.use_user_id, self.item_bias
         )(batch)
         hidden = TransformerEncoder(
             self.num_layers, self.num_heads, self.ff_dim, self.dropout, self.causal
         )(inputs, batch["cand_mask"], deterministic)
-        return AffinityHead(self.bilinear_head, name="head")(hidden, user, items)
+        return AffinityHead(self.bilinear_head, name="head")(hidden, user, items, bias)
 
 
 class ListAwareRewardModel(nn.Module):
+    """Per-position click logits of lists of at most ``max_list_len`` items (prefixes allowed)."""
+
     num_users: int
     num_items: int
+    max_list_len: int = 6
     embed_dim: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -71,6 +75,7 @@ class ListAwareRewardModel(nn.Module):
     dropout: float = 0.1
     use_user_id: bool = True
     bilinear_head: bool = True
+    item_bias: bool = True
 
     @nn.compact
     def __call__(self, batch: dict, lists: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
@@ -79,21 +84,24 @@ class ListAwareRewardModel(nn.Module):
         Attention over the list is causal: the logit at position t depends on the items at
         positions <= t only, as the feedback to an item depends on what was shown above it.
         """
-        user, inputs, items = RequestEncoder(
-            self.num_users, self.num_items, self.embed_dim, self.use_user_id
+        user, inputs, items, bias = RequestEncoder(
+            self.num_users, self.num_items, self.embed_dim, self.use_user_id, self.item_bias
         )(batch)
         list_len = lists.shape[-1]
+        if list_len > self.max_list_len:
+            raise ValueError(f"lists of length {list_len} > max_list_len={self.max_list_len}")
         x = gather_candidates(inputs, lists)
-        x = x + nn.Embed(list_len, self.embed_dim, name="position_embed")(jnp.arange(list_len))
+        positions = nn.Embed(self.max_list_len, self.embed_dim, name="position_embed")
+        x = x + positions(jnp.arange(list_len))
         mask = jnp.ones(x.shape[:-1], dtype=bool)
         hidden = TransformerEncoder(
             self.num_layers, self.num_heads, self.ff_dim, self.dropout, causal=True
         )(x, mask, deterministic)
         logits = nn.Dense(1, name="head")(hidden)[..., 0]
-        if not self.bilinear_head:
-            return logits
-        query = nn.Dense(self.embed_dim, name="user_query")(user)
-        affinity = jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(self.embed_dim)
+        affinity = bias
+        if self.bilinear_head:
+            query = nn.Dense(self.embed_dim, name="user_query")(user)
+            affinity = affinity + jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(self.embed_dim)
         return logits + gather_candidates(affinity, lists)
 
 
