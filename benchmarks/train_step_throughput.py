@@ -67,7 +67,7 @@ def main(_):
             data.list_len,
         )
         evaluator = policies.Evaluator(reward, config.reward_model.kind)
-        key = jax.random.key(0)
+        key = jax.random.key(0, impl=config.prng_impl)
         init_args = (
             (batch,)
             if evaluator.kind == "pointwise"
@@ -120,6 +120,7 @@ def main(_):
                 "embed_dim": config.generator.embed_dim,
                 "num_layers": config.generator.num_layers,
                 "group_construction": config.gro.group_construction,
+                "prng_impl": config.prng_impl,
                 "compile_plus_first_step_s": round(compile_s, 3),
                 "step_s_median": round(step_s, 4),
                 "requests_per_second": round(batch_size / step_s, 2),

@@ -6,8 +6,9 @@ user model, and its ratio to the mean reward of the beam-search oracle stored wi
 (``oracle_fraction`` = mean policy reward / mean oracle reward).
 
 Policies: ``goalrank`` (greedy decoding of the generator), ``reward_model_greedy`` (greedy under
-the frozen evaluator), ``logged`` (the logging policy's list), and on synthetic data
-``true_relevance_sort`` (top-L by true relevance) and ``oracle``.
+the frozen evaluator), ``logged`` (the logging policy's list), ``random`` (L distinct valid
+candidates drawn uniformly, with a fixed key: the chance level of every metric), and on synthetic
+data ``true_relevance_sort`` (top-L by true relevance) and ``oracle``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from goalrank_jax.env import synthetic
 METRIC_ORDER = ("H", "N", "M", "F1")
 
 
+RANDOM_POLICY_SEED = 20260
+
+
 def _policy_lists(
     generator_params, reward_params, batch, *, policy, evaluator, list_len, has_true_model
 ):
@@ -41,6 +45,10 @@ def _policy_lists(
         )
     logged = policies.logged_list(batch, list_len)
     out["logged"] = (logged, metrics_lib.list_to_scores(logged, batch["cand_mask"].shape[-1]))
+    # Candidates are shuffled per request, so one fixed key gives independent random lists.
+    chance_key = jax.random.key(RANDOM_POLICY_SEED)
+    chance = policies.uniform_lists(batch["cand_mask"], list_len, chance_key, 1)[:, 0]
+    out["random"] = (chance, metrics_lib.list_to_scores(chance, batch["cand_mask"].shape[-1]))
     if has_true_model:
         logits = batch["cand_true_logit"]
         out["true_relevance_sort"] = (policies.top_by(logits, batch["cand_mask"], list_len), logits)

@@ -76,7 +76,8 @@ def test_outputs_are_written(runs):
         "test/oracle_fraction",
     ):
         assert np.isfinite(results[key]), key
-    for policy in ("goalrank", "logged", "reward_model_greedy", "true_relevance_sort", "oracle"):
+    names = ("goalrank", "logged", "random", "reward_model_greedy", "true_relevance_sort", "oracle")
+    for policy in names:
         assert f"test/{policy}/true_reward" in results
     assert results["test/oracle/oracle_fraction"] == pytest.approx(1.0, abs=1e-6)
     # No policy beats the beam oracle by more than the beam's own search slack.
