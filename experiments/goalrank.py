@@ -2,8 +2,13 @@
 
     python -m goalrank_jax.main --config=experiments/goalrank.py --workdir=runs/goalrank
     python -m goalrank_jax.main --config=experiments/goalrank.py:smoke --workdir=runs/smoke
+    python -m goalrank_jax.main --config=experiments/goalrank.py:dataset=ml100k \
+        --config.data.manual_dir=DIR --workdir=runs/ml100k
 
-Args (after the colon): ``smoke`` = a tiny world and a few steps of every stage (seconds).
+Args (after the colon, comma-separated): ``smoke`` = tiny sizes and a few steps of every stage
+(seconds); ``dataset=NAME`` = synthetic (default), ml100k, ml1m, amazon_book or kuairand. Real
+datasets read their raw files from ``--config.data.manual_dir`` (see goalrank_jax/data/real_data.py
+for the file names and where to download them) and add the held-out simulator stage.
 Every field is documented in goalrank_jax/configs.py; the values here differ from the paper's
 (D=128, K=20, batch 512, 200 epochs) only to fit the default run in about 20 minutes on a
 2-core CPU. Override any of them with --config.<field>=<value>.
@@ -13,8 +18,29 @@ import ml_collections
 
 from goalrank_jax import configs
 
+REAL_DATASETS = ("ml100k", "ml1m", "amazon_book", "kuairand")
+
+
+def parse_args(arg: str) -> tuple[str, bool]:
+    """'smoke', 'dataset=ml100k', 'dataset=ml100k,smoke' -> (dataset, smoke)."""
+    dataset, smoke = "synthetic", False
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        if part == "smoke":
+            smoke = True
+        elif part.startswith("dataset="):
+            dataset = part.split("=", 1)[1]
+            if dataset not in ("synthetic",) + REAL_DATASETS:
+                raise ValueError(
+                    f"Unknown dataset {dataset!r} in config arg; use synthetic or one of "
+                    f"{REAL_DATASETS}."
+                )
+        else:
+            raise ValueError(f"Unknown config arg {part!r}; use 'smoke' and/or 'dataset=NAME'.")
+    return dataset, smoke
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    dataset, smoke = parse_args(arg)
     cfg = ml_collections.ConfigDict(configs.to_dict(configs.ExperimentConfig()))
     cfg.seed = 999  # Base PRNG seed (model init, sampling, dropout).
     cfg.prng_impl = "rbg"  # Fast dropout masks on CPU (threefry2x32 for mesh-independent bits).
@@ -59,7 +85,22 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     cfg.eval.batch_size = 512
 
-    if arg == "smoke":
+    # Held-out simulator (real data only): list-aware, its own seed, scores lists only.
+    cfg.simulator.model.embed_dim = 64
+    cfg.simulator.model.ff_dim = 128
+    cfg.simulator.train.num_steps = 1500
+    cfg.simulator.train.batch_size = 128
+    cfg.simulator.train.eval_every = 500
+    cfg.simulator.train.checkpoint_every = 500
+    cfg.simulator.train.optim.learning_rate = 3e-3
+
+    if dataset != "synthetic":
+        cfg.data.dataset = dataset
+        cfg.data.k_core = 20  # SPEC section 5: 20-core filtering.
+        # Ratings >= 4 are positive; KuaiRand's is_click is already 0 / 1.
+        cfg.data.label_threshold = 1.0 if dataset == "kuairand" else 4.0
+
+    if smoke:
         cfg.data.num_candidates = 12
         cfg.data.list_len = 3
         cfg.data.history_len = 8
@@ -78,12 +119,22 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cfg.reward_model.train.log_every = 3
         cfg.reward_model.train.eval_every = 0
         cfg.reward_model.train.checkpoint_every = 3
+        cfg.simulator.model.embed_dim = 16
+        cfg.simulator.model.ff_dim = 16
+        cfg.simulator.model.num_layers = 1
+        cfg.simulator.train.num_steps = 6
+        cfg.simulator.train.batch_size = 16
+        cfg.simulator.train.log_every = 3
+        cfg.simulator.train.eval_every = 0
+        cfg.simulator.train.checkpoint_every = 3
         cfg.gro.group_size = 4
         cfg.train.num_steps = 6
         cfg.train.batch_size = 16
         cfg.train.log_every = 2
         cfg.train.checkpoint_every = 2
         cfg.eval.batch_size = 64
-    elif arg:
-        raise ValueError(f"Unknown config arg {arg!r}; use '' or 'smoke'.")
+        if dataset != "synthetic":
+            cfg.data.num_candidates = 20
+            cfg.data.history_len = 20
+            cfg.eval.max_examples = 256
     return cfg

@@ -16,7 +16,7 @@ from typing import Any
 from goalrank_jax.data.retriever import RetrieverConfig
 from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "ml100k", "ml1m", "amazon_book", "kuairand")
 GROUP_CONSTRUCTIONS = ("on_policy", "plackett_luce", "mixed")
 LOSS_FORMS = ("log_prob", "prob")
 REWARD_MODEL_KINDS = ("pointwise", "list_aware")
@@ -57,6 +57,11 @@ class DataConfig:
     test_fraction: float = 0.1  # Last fraction of each user's requests -> test.
     seed: int = 0  # Candidate shuffling seed.
     oracle_beam_width: int = 50  # Beam width of the true-model oracle stored with each request.
+    # Real data (every dataset but "synthetic"): raw files are read from manual_dir.
+    manual_dir: str = ""  # Directory holding the raw files (searched recursively).
+    k_core: int = 20  # Keep users and items with >= k interactions (iterated to a fixed point).
+    label_threshold: float = 4.0  # Label = 1 when the rating / feedback value is >= this.
+    feedback_column: str = "is_click"  # KuaiRand: the log column used as feedback.
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     retriever: RetrieverConfig = dataclasses.field(default_factory=RetrieverConfig)
 
@@ -68,7 +73,8 @@ class DataConfig:
                 f"DataConfig.list_len (L={self.list_len}) must be <= num_candidates "
                 f"(N={self.num_candidates}): a list holds L distinct candidates."
             )
-        if self.env.list_len != self.list_len:
+        _positive(self, "k_core")
+        if self.dataset == "synthetic" and self.env.list_len != self.list_len:
             raise ValueError(
                 f"DataConfig.env.list_len ({self.env.list_len}) must equal DataConfig.list_len "
                 f"({self.list_len})."
@@ -79,7 +85,7 @@ class DataConfig:
                 raise ValueError(f"DataConfig.{name} must be in (0, 0.5), got {value!r}")
         self.env.validate()
         self.retriever.validate()
-        if self.num_candidates - self.list_len > self.env.num_items:
+        if self.dataset == "synthetic" and self.num_candidates - self.list_len > self.env.num_items:
             raise ValueError(
                 f"DataConfig.num_candidates (N={self.num_candidates}) needs N-L retrieved items "
                 f"but the catalogue has only {self.env.num_items} items."
@@ -205,6 +211,25 @@ class RewardModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SimulatorConfig:
+    """The held-out user-response simulator of the real-data track (SPEC section 6).
+
+    A list-aware transformer (per-position click logits over the shown list, with position
+    embeddings) trained on the train split's logged lists with its own seed; it only scores
+    lists at evaluation (``<policy>/sim_reward``) and never trains a policy. Unused on synthetic
+    data, where the true user model scores lists exactly.
+    """
+
+    seed: int = 31337  # PRNG seed of its initialisation, data order and dropout.
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: StageConfig = dataclasses.field(default_factory=StageConfig)
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 512  # Evaluation batch; the last batch is padded and masked.
     max_examples: int = 0  # Evaluate only the first this many examples of a split; 0 = all.
@@ -223,6 +248,7 @@ class ExperimentConfig:
     prng_impl: str = "threefry2x32"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+    simulator: SimulatorConfig = dataclasses.field(default_factory=SimulatorConfig)
     generator: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     gro: GROConfig = dataclasses.field(default_factory=GROConfig)
     train: StageConfig = dataclasses.field(default_factory=StageConfig)
@@ -233,11 +259,17 @@ class ExperimentConfig:
         _one_of(self, "prng_impl", PRNG_IMPLS)
         self.data.validate()
         self.reward_model.validate()
+        self.simulator.validate()
         self.generator.validate()
         self.gro.validate()
         self.train.validate()
         self.eval.validate()
-        for name, stage in (("train", self.train), ("reward_model.train", self.reward_model.train)):
+        stages = (
+            ("train", self.train),
+            ("reward_model.train", self.reward_model.train),
+            ("simulator.train", self.simulator.train),
+        )
+        for name, stage in stages:
             if stage.batch_size % num_devices:
                 raise ValueError(
                     f"{name}.batch_size ({stage.batch_size}) must be divisible by the number of "

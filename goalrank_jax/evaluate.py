@@ -60,10 +60,12 @@ def _policy_lists(
 def eval_step(
     generator_params,
     reward_params,
+    simulator_params,
     batch,
     *,
     policy,
     evaluator,
+    simulator,
     list_len,
     has_true_model,
     true_params,
@@ -94,6 +96,9 @@ def eval_step(
                 true_params,
             )
             sums[f"{name}/true_reward"] = ((reward * weight).sum(), weight.sum())
+        if simulator_params is not None:
+            reward = simulator.list_rewards(simulator_params, batch, lists)
+            sums[f"{name}/sim_reward"] = ((reward * weight).sum(), weight.sum())
     if has_true_model:
         sums["oracle_reward"] = ((batch["oracle_reward"] * weight).sum(), weight.sum())
     return sums
@@ -102,23 +107,38 @@ def eval_step(
 class Evaluation:
     """Compiled evaluation of a split; call with the parameters to evaluate."""
 
-    def __init__(self, policy, evaluator, list_len: int, has_true_model: bool, true_params, mesh):
+    def __init__(
+        self,
+        policy,
+        evaluator,
+        list_len: int,
+        has_true_model: bool,
+        true_params,
+        mesh,
+        simulator=None,
+    ):
         self.mesh = mesh
         self.has_true_model = has_true_model
         step = functools.partial(
             eval_step,
             policy=policy,
             evaluator=evaluator,
+            simulator=simulator,
             list_len=list_len,
             has_true_model=has_true_model,
             true_params=true_params,
         )
         repl = sharding.replicated(mesh)
         self._step = jax.jit(
-            step, in_shardings=(repl, repl, sharding.batch_sharding(mesh)), out_shardings=repl
+            step,
+            in_shardings=(repl, repl, repl, sharding.batch_sharding(mesh)),
+            out_shardings=repl,
         )
 
-    def __call__(self, generator_params, reward_params, batches: Iterable[dict]) -> dict:
+    def __call__(
+        self, generator_params, reward_params, batches: Iterable[dict], simulator_params=None
+    ) -> dict:
+        """Mean metrics of every policy; ``simulator_params`` adds ``<policy>/sim_reward``."""
         totals: dict[str, list[float]] = {}
         for batch in batches:
             if not self.has_true_model:
@@ -126,7 +146,12 @@ class Evaluation:
                     k: v for k, v in batch.items() if not k.startswith(("oracle", "cand_true"))
                 }
             out = jax.device_get(
-                self._step(generator_params, reward_params, sharding.put_batch(batch, self.mesh))
+                self._step(
+                    generator_params,
+                    reward_params,
+                    simulator_params,
+                    sharding.put_batch(batch, self.mesh),
+                )
             )
             for key, (total, count) in out.items():
                 acc = totals.setdefault(key, [0.0, 0.0])
@@ -140,6 +165,29 @@ class Evaluation:
         return results
 
 
+def logged_click_auc(evaluator, params, batches: Iterable[dict], list_len: int) -> float:
+    """Pooled ROC-AUC of a list-aware model's per-position logits of the logged lists against
+    their labels (every valid request, every position)."""
+    from sklearn.metrics import roc_auc_score
+
+    @jax.jit
+    def logits_and_labels(params, batch):
+        logged = policies.logged_list(batch, list_len)
+        logits = evaluator.module.apply(params, batch, logged)
+        return logits, jnp.take_along_axis(batch["cand_labels"], logged, axis=1)
+
+    scores, labels = [], []
+    for batch in batches:
+        logits, label = jax.device_get(logits_and_labels(params, batch))
+        keep = np.asarray(batch["example_mask"])
+        scores.append(logits[keep].reshape(-1))
+        labels.append(label[keep].reshape(-1))
+    labels = np.concatenate(labels)
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, np.concatenate(scores)))
+
+
 def results_table(results: dict[str, float], split: str, list_len: int) -> str:
     """Markdown table: one row per policy, one column per metric."""
     prefix = f"{split}/"
@@ -149,7 +197,12 @@ def results_table(results: dict[str, float], split: str, list_len: int) -> str:
             name = key.split("/")[1]
             if name not in names:
                 names.append(name)
-    columns = [f"{m}@{list_len}" for m in METRIC_ORDER] + ["AUC", "true_reward", "oracle_fraction"]
+    columns = [f"{m}@{list_len}" for m in METRIC_ORDER] + [
+        "AUC",
+        "true_reward",
+        "oracle_fraction",
+        "sim_reward",
+    ]
     columns = [c for c in columns if any(f"{prefix}{n}/{c}" in results for n in names)]
     lines = ["| policy | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in names:

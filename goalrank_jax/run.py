@@ -26,6 +26,7 @@ from goalrank_jax.models import make_generator, make_reward_model
 from goalrank_jax.train import format_duration, train_stage
 
 REWARD_STAGE = "reward_model"
+SIMULATOR_STAGE = "simulator"
 GENERATOR_STAGE = "generator"
 
 
@@ -90,6 +91,11 @@ def train_and_evaluate(
             batch_shard,
             repl,
         )
+        simulator = simulator_params = simulator_auc = None
+        if not dataset.has_true_model:
+            simulator, simulator_params, simulator_auc = _train_simulator(
+                config, dataset, workdir, mesh, writer, log_fn
+            )
         generator = make_generator(config.generator, dataset.num_users, dataset.num_items)
         policy = policies.GeneratorPolicy(
             generator, list_len, plackett_luce=config.gro.group_construction == "plackett_luce"
@@ -101,15 +107,15 @@ def train_and_evaluate(
             dataset.has_true_model,
             config.data.env.true_model,
             mesh,
+            simulator,
         )
 
         def run_eval(split, gen_params, rm_params):
             batches = pipeline.eval_batches(
                 dataset.sources[split], config.eval.batch_size, config.eval.max_examples
             )
-            return {
-                f"{split}/{k}": v for k, v in evaluation(gen_params, rm_params, batches).items()
-            }
+            results = evaluation(gen_params, rm_params, batches, simulator_params)
+            return {f"{split}/{k}": v for k, v in results.items()}
 
         rm_state = train_stage(
             name=REWARD_STAGE,
@@ -164,8 +170,11 @@ def train_and_evaluate(
             ),
         )
 
-        log_fn("[eval] evaluating every policy on the test split")
-        results = run_eval("test", gen_state.params, gen_state.reward_params)
+        log_fn("[eval] evaluating every policy on the validation and test splits")
+        results = run_eval("validation", gen_state.params, gen_state.reward_params)
+        results.update(run_eval("test", gen_state.params, gen_state.reward_params))
+        if simulator_auc is not None:
+            results["validation/simulator/AUC"] = simulator_auc
     for key in [k for k in results if k.startswith("test/goalrank/")]:
         results["test/" + key.split("/", 2)[2]] = results[key]
     results["wall_time_s"] = time.time() - start
@@ -182,6 +191,62 @@ def train_and_evaluate(
         f"(total {format_duration(results['wall_time_s'])})"
     )
     return results
+
+
+def _train_simulator(config, dataset, workdir, mesh, writer, log_fn):
+    """Trains (or restores) the held-out list-aware simulator; returns (evaluator, params)."""
+    sim_config = config.simulator
+    list_len = dataset.list_len
+    module = make_reward_model(
+        "list_aware", sim_config.model, dataset.num_users, dataset.num_items, list_len
+    )
+    simulator = policies.Evaluator(module, "list_aware")
+    sim_key = jax.random.key(sim_config.seed, impl=config.prng_impl)
+    init_batch = _init_batch(dataset, 2)
+    params = module.init(
+        jax.random.fold_in(sim_key, 1), init_batch, policies.logged_list(init_batch, list_len)
+    )
+    log_fn(f"[{SIMULATOR_STAGE}] {_param_count(params):,} parameters (list-aware, held out)")
+    optimizer = ts.make_optimizer(sim_config.train.optim)
+    state = sharding.put_replicated(ts.create_state(params, optimizer), mesh)
+    repl = sharding.replicated(mesh)
+    step = ts.compile_step(
+        functools.partial(
+            ts.reward_model_train_step,
+            evaluator=simulator,
+            optimizer=optimizer,
+            list_len=list_len,
+        ),
+        repl,
+        sharding.batch_sharding(mesh),
+        repl,
+    )
+
+    def validation_auc(state):
+        batches = pipeline.eval_batches(
+            dataset.sources["validation"], config.eval.batch_size, config.eval.max_examples
+        )
+        auc = evaluate_lib.logged_click_auc(simulator, state.params, batches, list_len)
+        return {"validation/simulator/AUC": auc}
+
+    state = train_stage(
+        name=SIMULATOR_STAGE,
+        workdir=workdir,
+        state=state,
+        step_fn=step,
+        dataset=pipeline.train_dataset(
+            dataset.sources["train"], sim_config.train.batch_size, sim_config.seed
+        ),
+        stage_config=sim_config.train,
+        base_key=jax.random.fold_in(sim_key, 2),
+        mesh=mesh,
+        writer=writer,
+        log_fn=log_fn,
+        eval_fn=validation_auc,
+    )
+    auc = validation_auc(state)["validation/simulator/AUC"]
+    log_fn(f"[{SIMULATOR_STAGE}] validation AUC of logged clicks {auc:.4f}")
+    return simulator, state.params, auc
 
 
 def _select(results: dict[str, float], policy_name: str) -> dict[str, float]:

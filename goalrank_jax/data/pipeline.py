@@ -16,7 +16,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from goalrank_jax.data import synthetic_builder
+from goalrank_jax.data import real_data, synthetic_builder
 
 TRUE_MODEL_FIELDS = ("cand_true_logit", "cand_category", "cand_partner", "oracle_list")
 
@@ -36,9 +36,11 @@ class Dataset:
 
 def load_dataset(data_config, data_dir: str, log_fn: Callable[[str], None] = print) -> Dataset:
     """Prepares the dataset named by ``data_config.dataset`` if needed and opens its splits."""
-    if data_config.dataset != "synthetic":
-        raise ValueError(f"Unknown dataset {data_config.dataset!r}; available: 'synthetic'.")
-    builder = synthetic_builder.prepare(data_config, data_dir, log_fn)
+    synthetic = data_config.dataset == "synthetic"
+    if synthetic:
+        builder = synthetic_builder.prepare(data_config, data_dir, log_fn)
+    else:
+        builder = real_data.prepare(data_config, data_dir, log_fn)
     sources = builder.as_data_source()
     meta = builder.info.metadata
     return Dataset(
@@ -48,7 +50,7 @@ def load_dataset(data_config, data_dir: str, log_fn: Callable[[str], None] = pri
         num_candidates=data_config.num_candidates,
         list_len=data_config.list_len,
         stats=dict(meta["stats"]),
-        has_true_model=True,
+        has_true_model=synthetic,
     )
 
 
