@@ -137,4 +137,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             cfg.data.num_candidates = 20
             cfg.data.history_len = 20
             cfg.eval.max_examples = 256
+    if dataset != "synthetic":
+        # Model selection on the validation split (logged-label track), test reported.
+        cfg.train.eval_every = 0 if smoke else 100
+        cfg.train.select_metric = f"validation/goalrank/N@{cfg.data.list_len}"
     return cfg

@@ -55,6 +55,11 @@ class Checkpointer:
             ) from err
         return restored.state, dict(restored.data or {})
 
+    def read_data(self, step: int) -> dict:
+        """The JSON data item saved with ``step`` (without restoring the state)."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+        return dict(restored.data or {})
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

@@ -189,6 +189,10 @@ class StageConfig:
     eval_every: int = 500  # Validation evaluation interval (0 = only at the end).
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
+    # Model selection: a validation metric logged by the stage's evaluation (e.g.
+    # "validation/goalrank/N@6"); the stage returns the state of its best evaluation (highest
+    # value) instead of the last one. "" = the last state.
+    select_metric: str = ""
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
 
     def validate(self) -> None:

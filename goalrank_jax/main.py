@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from goalrank_jax import configs, run
+from goalrank_jax.data.raw_formats import RawDataError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -27,6 +28,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics, TensorBoard events and results.json."
+)
+_PREPARE_ONLY = flags.DEFINE_bool(
+    "prepare_only",
+    False,
+    "Only prepare the dataset (TFDS files under <workdir>/tfds or data.data_dir), print its "
+    "statistics and exit.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -40,7 +47,15 @@ def main(argv):
     except ValueError as err:
         print(f"error: invalid config: {err}", file=sys.stderr)
         sys.exit(2)
-    run.train_and_evaluate(config, _WORKDIR.value, log_fn=lambda s: print(s, flush=True))
+    log_fn = lambda s: print(s, flush=True)  # noqa: E731
+    try:
+        if _PREPARE_ONLY.value:
+            run.prepare_data(config, _WORKDIR.value, log_fn)
+        else:
+            run.train_and_evaluate(config, _WORKDIR.value, log_fn=log_fn)
+    except RawDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

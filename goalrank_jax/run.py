@@ -41,6 +41,17 @@ def _param_count(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
+def prepare_data(
+    config: configs.ExperimentConfig, workdir: str, log_fn: Callable[[str], None] = print
+) -> pipeline.Dataset:
+    """Prepares (once) and opens the dataset of ``config``; logs its statistics."""
+    data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
+    log_fn(f"[data] preparing {config.data.dataset!r} under {data_dir}")
+    dataset = pipeline.load_dataset(config.data, data_dir, log_fn)
+    log_fn("[data] statistics: " + json.dumps(dataset.stats))
+    return dataset
+
+
 def train_and_evaluate(
     config: configs.ExperimentConfig, workdir: str, log_fn: Callable[[str], None] = print
 ) -> dict[str, float]:
@@ -52,10 +63,7 @@ def train_and_evaluate(
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
     writer = MetricWriter(workdir)
-    data_dir = config.data.data_dir or os.path.join(workdir, "tfds")
-    log_fn(f"[data] preparing {config.data.dataset!r} under {data_dir}")
-    dataset = pipeline.load_dataset(config.data, data_dir, log_fn)
-    log_fn("[data] statistics: " + json.dumps(dataset.stats))
+    dataset = prepare_data(config, workdir, log_fn)
     list_len = dataset.list_len
     base_key = jax.random.key(config.seed, impl=config.prng_impl)
     init_batch = _init_batch(dataset, 2)

@@ -52,6 +52,12 @@ def train_stage(
     ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, name, "checkpoints"), stage_config.keep_checkpoints
     )
+    select = stage_config.select_metric
+    best_ckpt = (
+        checkpointing.Checkpointer(os.path.join(workdir, name, "best"), max_to_keep=1)
+        if select
+        else None
+    )
     iterator = pipeline.train_iterator(dataset)
     start_step = 0
     latest = ckpt.latest_step()
@@ -63,7 +69,7 @@ def train_stage(
         if start_step >= num_steps:
             log_fn(f"[{name}] finished earlier at step {start_step}; restored, skipping")
             ckpt.close()
-            return state
+            return _selected(state, best_ckpt, stage_config.select_metric, name, log_fn)
         log_fn(f"[{name}] resuming from checkpoint at step {start_step}")
 
     # An exception inside the loop still lets an in-flight asynchronous save finish and close,
@@ -107,6 +113,8 @@ def train_stage(
                 eval_start = time.time()
                 results = eval_fn(state)
                 writer.write(done, results)
+                if select:
+                    _update_best(best_ckpt, done, state, results, select, name, log_fn)
                 log_fn(
                     f"[{name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
                     + " ".join(f"{k}={v:.4f}" for k, v in results.items())
@@ -115,4 +123,37 @@ def train_stage(
     finally:
         ckpt.wait()
         ckpt.close()
-    return state
+    return _selected(state, best_ckpt, select, name, log_fn)
+
+
+def _update_best(best_ckpt, step, state, results, metric, name, log_fn) -> None:
+    """Saves ``state`` as the stage's best when ``results[metric]`` beats the best so far."""
+    if metric not in results:
+        raise ValueError(
+            f"select_metric {metric!r} is not among the stage's validation metrics: "
+            f"{sorted(results)}"
+        )
+    value = float(results[metric])
+    latest = best_ckpt.latest_step()
+    if latest is not None:
+        best = best_ckpt.read_data(latest).get("value", -np.inf)
+        if not value > best:
+            return
+    best_ckpt.save(step, state, {"value": value, "metric": metric})
+    best_ckpt.wait()
+    log_fn(f"[{name}] new best {metric}={value:.4f} at step {step}")
+
+
+def _selected(state, best_ckpt, metric, name, log_fn):
+    """The best saved state of the stage (model selection), or ``state`` itself."""
+    if best_ckpt is None:
+        return state
+    try:
+        step = best_ckpt.latest_step()
+        if step is None:
+            return state
+        best, data = best_ckpt.restore(step, checkpointing.abstract_like(state))
+        log_fn(f"[{name}] selected the state of step {step}: {metric}={data['value']:.4f}")
+        return best
+    finally:
+        best_ckpt.close()
