@@ -229,3 +229,42 @@ def test_real_dataset_configs_validate():
         configs.DataConfig(dataset="ml100k", k_core=0).validate()
     with pytest.raises(ValueError, match="dataset"):
         configs.DataConfig(dataset="movielens").validate()
+
+
+@pytest.mark.parametrize("dataset", ["ml1m", "kuairand"])
+def test_builder_end_to_end_on_written_files(tmp_path, dataset):
+    rng = np.random.default_rng(3)
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    rows = [
+        (f"u{u}", f"i{i}", float(rng.integers(1, 6)), float(t))
+        for u in range(24)
+        for t, i in enumerate(rng.choice(60, 30, replace=False))
+    ]
+    name, render, _ = FORMATS["dat" if dataset == "ml1m" else "kuairand"]
+    write(raw_dir, name, render(rows))
+    data = configs.DataConfig(
+        dataset=dataset,
+        manual_dir=str(raw_dir),
+        num_candidates=12,
+        list_len=3,
+        history_len=5,
+        k_core=5,
+        label_threshold=1.0 if dataset == "kuairand" else 4.0,
+        retriever=configs.RetrieverConfig(num_epochs=1),
+    )
+    data.validate()
+    builder = real_data.prepare(data, str(tmp_path / "tfds"), log_fn=lambda _: None)
+    stats = builder.info.metadata["stats"]
+    assert stats["raw_interactions"] == len(rows)
+    assert stats["requests"] == 24 * 10  # every user: 30 distinct items -> 10 lists of 3
+    sources = builder.as_data_source()
+    sizes = {split: len(sources[split]) for split in ("train", "validation", "test")}
+    assert sum(sizes.values()) == 240 and min(sizes.values()) > 0
+    example = sources["test"][0]
+    assert sorted(np.asarray(example["cand_logged_pos"])[example["cand_logged_pos"] >= 0]) == [
+        0,
+        1,
+        2,
+    ]
+    assert len(set(np.asarray(example["cand_items"]).tolist())) == 12  # distinct candidates
