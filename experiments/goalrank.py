@@ -141,4 +141,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # Model selection on the validation split (logged-label track), test reported.
         cfg.train.eval_every = 0 if smoke else 100
         cfg.train.select_metric = f"validation/goalrank/N@{cfg.data.list_len}"
+        cfg.simulator.train.eval_every = 0 if smoke else 250
+        cfg.simulator.train.select_metric = "validation/simulator/AUC"
+        cfg.reward_model.train.eval_every = 0 if smoke else 250
+        cfg.reward_model.train.select_metric = "validation/reward_model_greedy/AUC"
     return cfg
