@@ -4,7 +4,7 @@
 # that directory. Usage: bash scripts/fetch_ml100k.sh [DEST_DIR]
 #   default DEST_DIR: ${GOALRANK_CACHE:-$HOME/.cache/goalrank_jax}/ml-100k
 set -euo pipefail
-dest="${1:-${GOALRANK_CACHE:-$HOME/.cache/goalrank_jax}/ml-100k}"
+dest="${1:-${GOALRANK_CACHE:-${HOME:-/tmp}/.cache/goalrank_jax}/ml-100k}"
 if [ -s "$dest/ml-100k.inter" ]; then
   echo "$dest"
   exit 0
