@@ -19,15 +19,11 @@ import os
 import time
 from collections.abc import Callable
 
-import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
-from goalrank_jax.data import raw_formats
+from goalrank_jax.data import raw_formats, tfds_requests
 from goalrank_jax.data import requests as requests_lib
 from goalrank_jax.data.raw_formats import RawDataError
-
-VERSION = "1.0.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,10 +166,10 @@ def to_logs(
     return logs, len(user_keys), len(item_keys)
 
 
-def generate_real_requests(data_config, log_fn: Callable[[str], None] = print):
-    """Returns ({split: features}, stats, num_users, num_items) of a real dataset."""
+def generate_real_requests(data_config, paths: list[str], log_fn: Callable[[str], None] = print):
+    """Returns ({split: features}, stats, num_users, num_items) of a real dataset whose raw
+    files (from :func:`find_raw_files`) are ``paths``."""
     start = time.time()
-    paths = find_raw_files(data_config.dataset, data_config.manual_dir)
     inter = read_raw(data_config.dataset, paths, data_config.feedback_column)
     log_fn(f"[data] read {len(inter)} interactions from {paths} in {time.time() - start:.1f}s")
     raw_count = len(inter)
@@ -194,17 +190,8 @@ def generate_real_requests(data_config, log_fn: Callable[[str], None] = print):
             f"DataConfig.num_candidates (N={data_config.num_candidates}) needs N-L retrieved items"
             f" but only {num_items} items survive filtering."
         )
-    by_split, stats = requests_lib.build_requests(
-        logs,
-        num_users=num_users,
-        num_items=num_items,
-        num_candidates=data_config.num_candidates,
-        history_len=data_config.history_len,
-        valid_fraction=data_config.valid_fraction,
-        test_fraction=data_config.test_fraction,
-        retriever_config=data_config.retriever,
-        seed=data_config.seed,
-        log_fn=log_fn,
+    by_split, stats = requests_lib.build_requests_from_config(
+        logs, num_users, num_items, data_config, log_fn
     )
     stats.update(
         raw_interactions=raw_count,
@@ -226,48 +213,26 @@ def config_fingerprint(data_config, paths: list[str]) -> str:
     return f"{data_config.dataset}_n{data_config.num_candidates}_l{data_config.list_len}_{digest}"
 
 
-class RealConfig(tfds.core.BuilderConfig):
-    def __init__(self, data_config, paths, log_fn: Callable[[str], None] = print):
-        super().__init__(name=config_fingerprint(data_config, paths), version=VERSION)
-        self.data_config = data_config
-        self.log_fn = log_fn
-
-
-class GoalrankReal(tfds.core.GeneratorBasedBuilder):
+class GoalrankReal(tfds_requests.RequestsBuilder):
     """Ranking requests built from a real interaction log (raw files from a manual directory)."""
 
-    VERSION = tfds.core.Version(VERSION)
+    def __init__(self, *, raw_paths: list[str], **kwargs):
+        self.raw_paths = raw_paths
+        super().__init__(**kwargs)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        from goalrank_jax.data.synthetic_builder import request_features
-
-        cfg = self.builder_config.data_config
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=request_features(cfg.num_candidates, cfg.list_len, cfg.history_len, False),
-            metadata=tfds.core.MetadataDict(),
-        )
-
-    def _split_generators(self, dl_manager):
-        cfg = self.builder_config.data_config
+    def generate(self):
         by_split, stats, num_users, num_items = generate_real_requests(
-            cfg, self.builder_config.log_fn
+            self.builder_config.data_config, self.raw_paths, self.builder_config.log_fn
         )
-        self.info.metadata.update(num_users=num_users, num_items=num_items, stats=stats)
-        return {split: self._generate_examples(feats) for split, feats in by_split.items()}
-
-    def _generate_examples(self, feats):
-        for i in range(len(feats["user_id"])):
-            yield i, {k: v[i] for k, v in feats.items()}
+        return by_split, dict(num_users=num_users, num_items=num_items, stats=stats)
 
 
 def prepare(data_config, data_dir: str, log_fn: Callable[[str], None] = print):
     """Prepares (once) and returns the builder of a real dataset."""
     paths = find_raw_files(data_config.dataset, data_config.manual_dir)
-    builder = GoalrankReal(
-        config=RealConfig(data_config, paths, log_fn), data_dir=data_dir, file_format="array_record"
+    config = tfds_requests.RequestsConfig(
+        config_fingerprint(data_config, paths), data_config, log_fn
     )
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        builder.download_and_prepare()
-    return builder
+    return tfds_requests.prepare(
+        GoalrankReal(raw_paths=paths, config=config, data_dir=data_dir, file_format="array_record")
+    )

@@ -196,3 +196,22 @@ def build_requests(
         f"retriever_recall@{num_retrieved}_test_positives": float(recall),
     }
     return by_split, stats
+
+
+def build_requests_from_config(
+    logs: Logs, num_users: int, num_items: int, data_config, log_fn: Callable[[str], None] = print
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """:func:`build_requests` with N, H, the split fractions, the retriever and the seed of a
+    ``DataConfig``."""
+    return build_requests(
+        logs,
+        num_users=num_users,
+        num_items=num_items,
+        num_candidates=data_config.num_candidates,
+        history_len=data_config.history_len,
+        valid_fraction=data_config.valid_fraction,
+        test_fraction=data_config.test_fraction,
+        retriever_config=data_config.retriever,
+        seed=data_config.seed,
+        log_fn=log_fn,
+    )

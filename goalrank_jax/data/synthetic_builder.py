@@ -16,14 +16,12 @@ import json
 import time
 from collections.abc import Callable
 
-import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
 from goalrank_jax.data import requests as requests_lib
+from goalrank_jax.data import tfds_requests
 from goalrank_jax.env import synthetic
 
-VERSION = "1.0.0"
 ORACLE_CHUNK = 2048
 
 
@@ -33,13 +31,6 @@ def config_fingerprint(data_config) -> str:
     content.pop("data_dir", None)
     digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
     return f"n{data_config.num_candidates}_l{data_config.list_len}_{digest}"
-
-
-class SyntheticConfig(tfds.core.BuilderConfig):
-    def __init__(self, data_config, log_fn: Callable[[str], None] = print):
-        super().__init__(name=config_fingerprint(data_config), version=VERSION)
-        self.data_config = data_config
-        self.log_fn = log_fn
 
 
 def _oracle(cand_logit, cand_cat, cand_partner, list_len, width, params):
@@ -70,22 +61,17 @@ def generate_synthetic_requests(data_config, log_fn: Callable[[str], None] = pri
         f"[data] simulated {len(logs['user'])} logged requests of {env.num_users} users in "
         f"{time.time() - start:.1f}s"
     )
-    by_split, stats = requests_lib.build_requests(
+    by_split, stats = requests_lib.build_requests_from_config(
         requests_lib.Logs(
             user=logs["user"],
             items=logs["items"],
             labels=logs["labels"],
             order=logs["request_index"].astype(np.int64),
         ),
-        num_users=env.num_users,
-        num_items=env.num_items,
-        num_candidates=data_config.num_candidates,
-        history_len=data_config.history_len,
-        valid_fraction=data_config.valid_fraction,
-        test_fraction=data_config.test_fraction,
-        retriever_config=data_config.retriever,
-        seed=data_config.seed,
-        log_fn=log_fn,
+        env.num_users,
+        env.num_items,
+        data_config,
+        log_fn,
     )
     start = time.time()
     for split, feats in by_split.items():
@@ -117,66 +103,26 @@ def generate_synthetic_requests(data_config, log_fn: Callable[[str], None] = pri
     return by_split, stats
 
 
-def request_features(num_candidates: int, list_len: int, history_len: int, synthetic_fields: bool):
-    """The TFDS feature spec of a request."""
-    n, h, ell = (num_candidates,), (history_len,), (list_len,)
-    spec = {
-        "user_id": np.int32,
-        "request_order": np.int32,
-        "history_items": tfds.features.Tensor(shape=h, dtype=np.int32),
-        "history_labels": tfds.features.Tensor(shape=h, dtype=np.int8),
-        "cand_items": tfds.features.Tensor(shape=n, dtype=np.int32),
-        "cand_labels": tfds.features.Tensor(shape=n, dtype=np.int8),
-        "cand_logged_pos": tfds.features.Tensor(shape=n, dtype=np.int32),
-        "cand_retriever_score": tfds.features.Tensor(shape=n, dtype=np.float32),
-    }
-    if synthetic_fields:
-        spec.update(
-            cand_true_logit=tfds.features.Tensor(shape=n, dtype=np.float32),
-            cand_category=tfds.features.Tensor(shape=n, dtype=np.int32),
-            cand_partner=tfds.features.Tensor(shape=n, dtype=np.int32),
-            oracle_list=tfds.features.Tensor(shape=ell, dtype=np.int32),
-            oracle_reward=np.float32,
-        )
-    return tfds.features.FeaturesDict(spec)
-
-
-class GoalrankSynthetic(tfds.core.GeneratorBasedBuilder):
+class GoalrankSynthetic(tfds_requests.RequestsBuilder):
     """Ranking requests of the embedded synthetic environment with its true user model."""
 
-    VERSION = tfds.core.Version(VERSION)
+    HAS_TRUE_MODEL = True
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config.data_config
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=request_features(cfg.num_candidates, cfg.list_len, cfg.history_len, True),
-            metadata=tfds.core.MetadataDict(),
-        )
-
-    def _split_generators(self, dl_manager):
+    def generate(self):
         cfg = self.builder_config.data_config
         by_split, stats = generate_synthetic_requests(cfg, self.builder_config.log_fn)
-        self.info.metadata.update(
+        metadata = dict(
             num_users=cfg.env.num_users,
             num_items=cfg.env.num_items,
             stats=stats,
             data_config=json.loads(json.dumps(dataclasses.asdict(cfg))),
         )
-        return {split: self._generate_examples(feats) for split, feats in by_split.items()}
-
-    def _generate_examples(self, feats):
-        count = len(feats["user_id"])
-        for i in range(count):
-            yield i, {k: v[i] for k, v in feats.items()}
+        return by_split, metadata
 
 
 def prepare(data_config, data_dir: str, log_fn: Callable[[str], None] = print):
     """Prepares (once) and returns the builder of the synthetic dataset."""
-    builder = GoalrankSynthetic(
-        config=SyntheticConfig(data_config, log_fn), data_dir=data_dir, file_format="array_record"
+    config = tfds_requests.RequestsConfig(config_fingerprint(data_config), data_config, log_fn)
+    return tfds_requests.prepare(
+        GoalrankSynthetic(config=config, data_dir=data_dir, file_format="array_record")
     )
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        builder.download_and_prepare()
-    return builder
