@@ -69,6 +69,35 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                 yield lineno, line
 
 
+def _row(
+    path: str,
+    lineno: int,
+    user: str,
+    item: str,
+    value: str,
+    stamp: str,
+    value_name: str = "rating",
+    stamp_name: str = "timestamp",
+) -> tuple[str, str, float, float]:
+    """One parsed interaction; an empty id or a value that is not a finite number is an error."""
+    if not user or not item:
+        raise RawDataError(f"{path}:{lineno}: empty user or item id")
+    return (
+        user,
+        item,
+        _number(value, path, lineno, value_name),
+        _number(stamp, path, lineno, stamp_name),
+    )
+
+
+def _column_index(path: str, lineno: int, names: list[str], needed, header: str) -> list[int]:
+    """Positions of the ``needed`` columns in a header's ``names``."""
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise RawDataError(f"{path}:{lineno}: header lacks the columns {missing}: {header!r}")
+    return [names.index(name) for name in needed]
+
+
 def _collect(rows: Iterable[tuple[str, str, float, float]], path: str) -> Interactions:
     users, items, feedback, times = [], [], [], []
     for user, item, value, stamp in rows:
@@ -100,15 +129,7 @@ def _split_rows(path: str, separator: str, columns: int, header_names: tuple[str
                 f"{path}:{lineno}: expected {columns} fields separated by {separator!r}, "
                 f"got {len(fields)}"
             )
-        user, item, rating, stamp = fields
-        if not user or not item:
-            raise RawDataError(f"{path}:{lineno}: empty user or item id")
-        yield (
-            user,
-            item,
-            _number(rating, path, lineno, "rating"),
-            _number(stamp, path, lineno, "timestamp"),
-        )
+        yield _row(path, lineno, *fields)
 
 
 def read_udata(path: str) -> Interactions:
@@ -140,10 +161,7 @@ def read_atomic_inter(path: str) -> Interactions:
             f"rating:float\\ttimestamp:float', got {header!r}"
         )
     needed = ("user_id", "item_id", "rating", "timestamp")
-    missing = [name for name in needed if name not in names]
-    if missing:
-        raise RawDataError(f"{path}:{lineno}: header lacks the columns {missing}: {header!r}")
-    index = [names.index(name) for name in needed]
+    index = _column_index(path, lineno, names, needed, header)
 
     def rows():
         for row_lineno, line in lines:
@@ -153,57 +171,39 @@ def read_atomic_inter(path: str) -> Interactions:
                     f"{path}:{row_lineno}: expected {len(names)} tab-separated fields (header), "
                     f"got {len(fields)}"
                 )
-            user, item, rating, stamp = (fields[i].strip() for i in index)
-            if not user or not item:
-                raise RawDataError(f"{path}:{row_lineno}: empty user or item id")
-            yield (
-                user,
-                item,
-                _number(rating, path, row_lineno, "rating"),
-                _number(stamp, path, row_lineno, "timestamp"),
-            )
+            yield _row(path, row_lineno, *(fields[i].strip() for i in index))
 
     return _collect(rows(), path)
+
+
+def _kuairand_rows(path: str, feedback_column: str):
+    if not os.path.isfile(path):
+        raise RawDataError(f"{path}: file not found")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise RawDataError(f"{path}: no interactions (empty file)")
+        names = [h.strip() for h in header]
+        needed = ("user_id", "video_id", feedback_column, "time_ms")
+        index = _column_index(path, 1, names, needed, ",".join(header))
+        for lineno, fields in enumerate(reader, 2):
+            if not any(x.strip() for x in fields):
+                continue
+            if len(fields) != len(names):
+                raise RawDataError(
+                    f"{path}:{lineno}: expected {len(names)} comma-separated fields "
+                    f"(header), got {len(fields)}"
+                )
+            values = (fields[i].strip() for i in index)
+            yield _row(path, lineno, *values, value_name=feedback_column, stamp_name="time_ms")
 
 
 def read_kuairand_logs(paths: list[str], feedback_column: str = "is_click") -> Interactions:
     """KuaiRand ``log_standard_*.csv`` files (header with user_id, video_id, time_ms, feedback)."""
     if not paths:
         raise RawDataError("no KuaiRand log files given")
-    parts = []
-    for path in sorted(paths):
-        if not os.path.isfile(path):
-            raise RawDataError(f"{path}: file not found")
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise RawDataError(f"{path}: no interactions (empty file)")
-            header = [h.strip() for h in header]
-            needed = ("user_id", "video_id", "time_ms", feedback_column)
-            missing = [name for name in needed if name not in header]
-            if missing:
-                raise RawDataError(f"{path}:1: header lacks the columns {missing}")
-            index = [header.index(name) for name in needed]
-
-            def rows(reader=reader, header=header, index=index, path=path):
-                for lineno, fields in enumerate(reader, 2):
-                    if not fields or not any(x.strip() for x in fields):
-                        continue
-                    if len(fields) != len(header):
-                        raise RawDataError(
-                            f"{path}:{lineno}: expected {len(header)} comma-separated fields "
-                            f"(header), got {len(fields)}"
-                        )
-                    user, item, stamp, value = (fields[i].strip() for i in index)
-                    yield (
-                        user,
-                        item,
-                        _number(value, path, lineno, feedback_column),
-                        _number(stamp, path, lineno, "time_ms"),
-                    )
-
-            parts.append(_collect(rows(), path))
+    parts = [_collect(_kuairand_rows(path, feedback_column), path) for path in sorted(paths)]
     return Interactions(
         user=np.concatenate([p.user for p in parts]),
         item=np.concatenate([p.item for p in parts]),
