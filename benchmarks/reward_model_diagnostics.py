@@ -60,13 +60,7 @@ def main() -> None:
     )
     evaluator = policies.Evaluator(module, config.reward_model.kind)
     batches = list(pipeline.eval_batches(dataset.sources["test"], 500, args.max_examples))
-    first = batches[0]
-    init_args = (
-        (first,)
-        if evaluator.kind == "pointwise"
-        else (first, policies.logged_list(first, list_len))
-    )
-    params = module.init(jax.random.key(0), *init_args)
+    params = evaluator.init(jax.random.key(0), batches[0], list_len)
     state = ts.create_state(params, ts.make_optimizer(config.reward_model.train.optim))
     ckpt = checkpointing.Checkpointer(os.path.join(args.workdir, "reward_model", "checkpoints"))
     step = ckpt.latest_step()

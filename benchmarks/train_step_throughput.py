@@ -68,13 +68,9 @@ def main(_):
         )
         evaluator = policies.Evaluator(reward, config.reward_model.kind)
         key = jax.random.key(0, impl=config.prng_impl)
-        init_args = (
-            (batch,)
-            if evaluator.kind == "pointwise"
-            else (batch, policies.logged_list(batch, data.list_len))
-        )
         optimizer = ts.make_optimizer(config.train.optim)
-        state = ts.create_state(generator.init(key, batch), optimizer, reward.init(key, *init_args))
+        reward_params = evaluator.init(key, batch, data.list_len)
+        state = ts.create_state(generator.init(key, batch), optimizer, reward_params)
         state = sharding.put_replicated(state, mesh)
         repl = sharding.replicated(mesh)
         step = ts.compile_step(

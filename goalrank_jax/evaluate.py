@@ -165,27 +165,31 @@ class Evaluation:
         return results
 
 
-def logged_click_auc(evaluator, params, batches: Iterable[dict], list_len: int) -> float:
+class LoggedClickAUC:
     """Pooled ROC-AUC of a list-aware model's per-position logits of the logged lists against
-    their labels (every valid request, every position)."""
-    from sklearn.metrics import roc_auc_score
+    their labels (every valid request, every position); compiled once, call with parameters."""
 
-    @jax.jit
-    def logits_and_labels(params, batch):
-        logged = policies.logged_list(batch, list_len)
-        logits = evaluator.module.apply(params, batch, logged)
-        return logits, jnp.take_along_axis(batch["cand_labels"], logged, axis=1)
+    def __init__(self, evaluator, list_len: int):
+        def logits_and_labels(params, batch):
+            logged = policies.logged_list(batch, list_len)
+            logits = evaluator.module.apply(params, batch, logged)
+            return logits, jnp.take_along_axis(batch["cand_labels"], logged, axis=1)
 
-    scores, labels = [], []
-    for batch in batches:
-        logits, label = jax.device_get(logits_and_labels(params, batch))
-        keep = np.asarray(batch["example_mask"])
-        scores.append(logits[keep].reshape(-1))
-        labels.append(label[keep].reshape(-1))
-    labels = np.concatenate(labels)
-    if labels.min() == labels.max():
-        return float("nan")
-    return float(roc_auc_score(labels, np.concatenate(scores)))
+        self._logits_and_labels = jax.jit(logits_and_labels)
+
+    def __call__(self, params, batches: Iterable[dict]) -> float:
+        from sklearn.metrics import roc_auc_score
+
+        scores, labels = [], []
+        for batch in batches:
+            logits, label = jax.device_get(self._logits_and_labels(params, batch))
+            keep = np.asarray(batch["example_mask"])
+            scores.append(logits[keep].reshape(-1))
+            labels.append(label[keep].reshape(-1))
+        labels = np.concatenate(labels)
+        if labels.min() == labels.max():
+            return float("nan")
+        return float(roc_auc_score(labels, np.concatenate(scores)))
 
 
 def results_table(results: dict[str, float], split: str, list_len: int) -> str:

@@ -89,6 +89,12 @@ class Evaluator:
     module: nn.Module
     kind: str
 
+    def init(self, key, batch, list_len: int):
+        """Fresh parameters (the list-aware model is initialised on the logged lists)."""
+        if self.kind == "pointwise":
+            return self.module.init(key, batch)
+        return self.module.init(key, batch, logged_list(batch, list_len))
+
     def list_rewards(self, params, batch, lists) -> jnp.ndarray:
         """lists [B, M..., L] -> estimated rewards [B, M...]."""
         if self.kind == "pointwise":

@@ -71,38 +71,20 @@ def train_and_evaluate(
     batch_shard = sharding.batch_sharding(mesh)
 
     with jax.set_mesh(mesh):
-        reward_module = make_reward_model(
+        evaluator, rm_state, rm_step = _evaluator_stage(
             config.reward_model.kind,
             config.reward_model.model,
-            dataset.num_users,
-            dataset.num_items,
-            list_len,
+            config.reward_model.train.optim,
+            dataset,
+            init_batch,
+            jax.random.fold_in(base_key, 1),
+            mesh,
         )
-        evaluator = policies.Evaluator(reward_module, config.reward_model.kind)
-        init_args = (
-            (init_batch,)
-            if evaluator.kind == "pointwise"
-            else (init_batch, policies.logged_list(init_batch, list_len))
-        )
-        reward_params = reward_module.init(jax.random.fold_in(base_key, 1), *init_args)
-        log_fn(f"[{REWARD_STAGE}] {_param_count(reward_params):,} parameters")
-        rm_optimizer = ts.make_optimizer(config.reward_model.train.optim)
-        rm_state = sharding.put_replicated(ts.create_state(reward_params, rm_optimizer), mesh)
-        rm_step = ts.compile_step(
-            functools.partial(
-                ts.reward_model_train_step,
-                evaluator=evaluator,
-                optimizer=rm_optimizer,
-                list_len=list_len,
-            ),
-            repl,
-            batch_shard,
-            repl,
-        )
+        log_fn(f"[{REWARD_STAGE}] {_param_count(rm_state.params):,} parameters")
         simulator = simulator_params = simulator_auc = None
         if not dataset.has_true_model:
             simulator, simulator_params, simulator_auc = _train_simulator(
-                config, dataset, workdir, mesh, writer, log_fn
+                config, dataset, init_batch, workdir, mesh, writer, log_fn
             )
         generator = make_generator(config.generator, dataset.num_users, dataset.num_items)
         policy = policies.GeneratorPolicy(
@@ -201,41 +183,49 @@ def train_and_evaluate(
     return results
 
 
-def _train_simulator(config, dataset, workdir, mesh, writer, log_fn):
-    """Trains (or restores) the held-out list-aware simulator; returns (evaluator, params)."""
-    sim_config = config.simulator
+def _evaluator_stage(kind, model_config, optim_config, dataset, init_batch, key, mesh):
+    """A list scorer trained by BCE on logged feedback (the reward model or the simulator):
+    returns (evaluator, freshly initialised placed state, compiled train step)."""
     list_len = dataset.list_len
-    module = make_reward_model(
-        "list_aware", sim_config.model, dataset.num_users, dataset.num_items, list_len
-    )
-    simulator = policies.Evaluator(module, "list_aware")
-    sim_key = jax.random.key(sim_config.seed, impl=config.prng_impl)
-    init_batch = _init_batch(dataset, 2)
-    params = module.init(
-        jax.random.fold_in(sim_key, 1), init_batch, policies.logged_list(init_batch, list_len)
-    )
-    log_fn(f"[{SIMULATOR_STAGE}] {_param_count(params):,} parameters (list-aware, held out)")
-    optimizer = ts.make_optimizer(sim_config.train.optim)
+    module = make_reward_model(kind, model_config, dataset.num_users, dataset.num_items, list_len)
+    evaluator = policies.Evaluator(module, kind)
+    optimizer = ts.make_optimizer(optim_config)
+    params = evaluator.init(key, init_batch, list_len)
     state = sharding.put_replicated(ts.create_state(params, optimizer), mesh)
     repl = sharding.replicated(mesh)
     step = ts.compile_step(
         functools.partial(
-            ts.reward_model_train_step,
-            evaluator=simulator,
-            optimizer=optimizer,
-            list_len=list_len,
+            ts.reward_model_train_step, evaluator=evaluator, optimizer=optimizer, list_len=list_len
         ),
         repl,
         sharding.batch_sharding(mesh),
         repl,
     )
+    return evaluator, state, step
+
+
+def _train_simulator(config, dataset, init_batch, workdir, mesh, writer, log_fn):
+    """Trains (or restores) the held-out list-aware simulator; returns (evaluator, params,
+    validation AUC)."""
+    sim_config = config.simulator
+    sim_key = jax.random.key(sim_config.seed, impl=config.prng_impl)
+    simulator, state, step = _evaluator_stage(
+        "list_aware",
+        sim_config.model,
+        sim_config.train.optim,
+        dataset,
+        init_batch,
+        jax.random.fold_in(sim_key, 1),
+        mesh,
+    )
+    log_fn(f"[{SIMULATOR_STAGE}] {_param_count(state.params):,} parameters (list-aware, held out)")
+    click_auc = evaluate_lib.LoggedClickAUC(simulator, dataset.list_len)
 
     def validation_auc(state):
         batches = pipeline.eval_batches(
             dataset.sources["validation"], config.eval.batch_size, config.eval.max_examples
         )
-        auc = evaluate_lib.logged_click_auc(simulator, state.params, batches, list_len)
-        return {"validation/simulator/AUC": auc}
+        return {"validation/simulator/AUC": click_auc(state.params, batches)}
 
     state = train_stage(
         name=SIMULATOR_STAGE,
