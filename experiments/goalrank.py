@@ -53,15 +53,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.data.oracle_beam_width = 50
     cfg.data.retriever.num_epochs = 20  # MF retriever on the train split's positives.
 
-    # Reward model (evaluator): pointwise PRM-style transformer, D=64.
+    # Reward model (evaluator): pointwise PRM-style transformer. Held-out simulator (real data
+    # only): list-aware, its own seed, scores lists only. Both D=64, 1500 steps of 128 requests.
     cfg.reward_model.kind = "pointwise"
-    cfg.reward_model.model.embed_dim = 64
-    cfg.reward_model.model.ff_dim = 128
-    cfg.reward_model.train.num_steps = 1500
-    cfg.reward_model.train.batch_size = 128
-    cfg.reward_model.train.eval_every = 500
-    cfg.reward_model.train.checkpoint_every = 500
+    for scorer in (cfg.reward_model, cfg.simulator):
+        scorer.model.embed_dim = 64
+        scorer.model.ff_dim = 128
+        scorer.train.num_steps = 1500
+        scorer.train.batch_size = 128
+        scorer.train.eval_every = 500
+        scorer.train.checkpoint_every = 500
     cfg.reward_model.train.optim.learning_rate = 1e-2
+    cfg.simulator.train.optim.learning_rate = 3e-3
 
     # Generator: paper-faithful prefix-conditioned transformer, D=32 on CPU.
     cfg.generator.embed_dim = 32
@@ -85,15 +88,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     cfg.eval.batch_size = 512
 
-    # Held-out simulator (real data only): list-aware, its own seed, scores lists only.
-    cfg.simulator.model.embed_dim = 64
-    cfg.simulator.model.ff_dim = 128
-    cfg.simulator.train.num_steps = 1500
-    cfg.simulator.train.batch_size = 128
-    cfg.simulator.train.eval_every = 500
-    cfg.simulator.train.checkpoint_every = 500
-    cfg.simulator.train.optim.learning_rate = 3e-3
-
     if dataset != "synthetic":
         cfg.data.dataset = dataset
         cfg.data.k_core = 20  # SPEC section 5: 20-core filtering.
@@ -110,23 +104,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cfg.data.env.requests_per_user = 10
         cfg.data.env.list_len = 3
         cfg.data.retriever.num_epochs = 2
-        for model in (cfg.reward_model.model, cfg.generator):
+        for model in (cfg.reward_model.model, cfg.simulator.model, cfg.generator):
             model.embed_dim = 16
             model.ff_dim = 16
             model.num_layers = 1
-        cfg.reward_model.train.num_steps = 6
-        cfg.reward_model.train.batch_size = 16
-        cfg.reward_model.train.log_every = 3
-        cfg.reward_model.train.eval_every = 0
-        cfg.reward_model.train.checkpoint_every = 3
-        cfg.simulator.model.embed_dim = 16
-        cfg.simulator.model.ff_dim = 16
-        cfg.simulator.model.num_layers = 1
-        cfg.simulator.train.num_steps = 6
-        cfg.simulator.train.batch_size = 16
-        cfg.simulator.train.log_every = 3
-        cfg.simulator.train.eval_every = 0
-        cfg.simulator.train.checkpoint_every = 3
+        for stage in (cfg.reward_model.train, cfg.simulator.train):
+            stage.num_steps = 6
+            stage.batch_size = 16
+            stage.log_every = 3
+            stage.eval_every = 0
+            stage.checkpoint_every = 3
         cfg.gro.group_size = 4
         cfg.train.num_steps = 6
         cfg.train.batch_size = 16

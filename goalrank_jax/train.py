@@ -69,7 +69,7 @@ def train_stage(
         if start_step >= num_steps:
             log_fn(f"[{name}] finished earlier at step {start_step}; restored, skipping")
             ckpt.close()
-            return _selected(state, best_ckpt, stage_config.select_metric, name, log_fn)
+            return _selected(state, best_ckpt, select, name, log_fn)
         log_fn(f"[{name}] resuming from checkpoint at step {start_step}")
 
     # An exception inside the loop still lets an in-flight asynchronous save finish and close,
