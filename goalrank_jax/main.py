@@ -11,6 +11,7 @@ from its latest checkpoint.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
@@ -47,7 +48,7 @@ def main(argv):
     except ValueError as err:
         print(f"error: invalid config: {err}", file=sys.stderr)
         sys.exit(2)
-    log_fn = lambda s: print(s, flush=True)  # noqa: E731
+    log_fn = functools.partial(print, flush=True)
     try:
         if _PREPARE_ONLY.value:
             run.prepare_data(config, _WORKDIR.value, log_fn)
