@@ -22,6 +22,8 @@ LOSS_FORMS = ("log_prob", "prob")
 REWARD_MODEL_KINDS = ("pointwise", "list_aware")
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 AUXILIARY_POLICIES = ("logged", "retriever", "reward_greedy", "uniform")
+GENERATOR_VARIANTS = ("prefix", "fast")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -105,9 +107,18 @@ class ModelConfig:
     use_user_id: bool = True  # Add a learned user-id embedding to the history encoding.
     bilinear_head: bool = True  # Add the user-item affinity <W_a U, x_i>/sqrt(D) to each logit.
     item_bias: bool = True  # Add a learned per-item scalar b_i to each logit.
+    # Generator only: "prefix" = paper-faithful (re-encodes the N candidates at every step),
+    # "fast" = candidates encoded once, then a pointer decoder with a key/value cache.
+    variant: str = "prefix"
+    decoder_layers: int = 1  # Depth of the fast variant's decoder.
+    # Computation dtype: "float32" or "bfloat16" (parameters, optimizer state and the loss stay
+    # float32; logits are cast to float32 before sampling and the softmax).
+    dtype: str = "float32"
 
     def validate(self) -> None:
-        _positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim")
+        _positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "decoder_layers")
+        _one_of(self, "variant", GENERATOR_VARIANTS)
+        _one_of(self, "dtype", COMPUTE_DTYPES)
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads "

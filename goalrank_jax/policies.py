@@ -3,9 +3,10 @@
 Bundles a generator or reward-model module with the decoding rules of :mod:`sampling`, so the
 train step, the evaluation and the baselines all speak the same interface:
 
-* :class:`GeneratorPolicy`: the autoregressive generator (on-policy sampling, greedy decoding,
-  teacher-forced log-probabilities) or, with ``plackett_luce=True``, the Plackett-Luce policy over
-  the generator's first-step scores (Gumbel-top-k sampling, sort decoding, PL log-probabilities).
+* :class:`GeneratorPolicy`: an autoregressive generator of either variant (on-policy sampling,
+  greedy decoding, teacher-forced log-probabilities) or, with ``plackett_luce=True``, the
+  Plackett-Luce policy over the generator's first-step scores (Gumbel-top-k sampling, sort
+  decoding, PL log-probabilities).
 * :class:`Evaluator`: the frozen reward model: list rewards, candidate scores and greedy lists.
 * fixed reference lists: the logged list, the retriever's top-L, a uniform random list.
 """
@@ -28,16 +29,19 @@ class GeneratorPolicy:
     module: nn.Module
     list_len: int
     plackett_luce: bool = False
+    unroll: int | bool = 1  # lax.scan unrolling of the L decoding steps (True = full).
 
-    def _step_fn(self, params, batch, deterministic=True, rngs=None):
+    def _decoder(self, params, batch):
+        """(decode_step, initial carry) of the generator on this batch (no dropout)."""
         context = self.module.apply(params, batch, method="encode")
+        carry = self.module.apply(params, context, self.list_len, method="init_carry")
 
-        def step_logits(chosen):
+        def decode_step(carry, prev_item, chosen, t):
             return self.module.apply(
-                params, context, chosen, deterministic, method="step_logits", rngs=rngs
+                params, context, carry, prev_item, chosen, t, method="decode_step"
             )
 
-        return step_logits
+        return decode_step, carry
 
     def first_step_logits(self, params, batch, deterministic=True, rngs=None):
         """[B, N] logits of the first position (the scores of the PL policy)."""
@@ -49,8 +53,10 @@ class GeneratorPolicy:
         if self.plackett_luce:
             scores = self.first_step_logits(params, batch) / temperature
             return sampling.gumbel_top_k(scores, mask, self.list_len, key, group_size)
-        step = self._step_fn(params, batch)
-        return sampling.sample_group(step, mask, self.list_len, key, group_size, temperature)
+        decode_step, carry = self._decoder(params, batch)
+        return sampling.sample_group_decoder(
+            decode_step, carry, mask, self.list_len, key, group_size, temperature, self.unroll
+        )
 
     def greedy(self, params, batch):
         """[B, L] greedy list."""
@@ -60,13 +66,15 @@ class GeneratorPolicy:
                 self.first_step_logits(params, batch), mask, jnp.zeros_like(mask)
             )
             return jax.lax.top_k(scores, self.list_len)[1].astype(jnp.int32)
-        return sampling.greedy_list(self._step_fn(params, batch), mask, self.list_len)
+        decode_step, carry = self._decoder(params, batch)
+        return sampling.decode(decode_step, carry, mask, self.list_len, unroll=self.unroll)
 
     def log_prob_and_first_logits(self, params, batch, lists, dropout_key=None):
         """(log pi(lists) [B, M...], first-step logits [B, N]) in one differentiable pass.
 
-        With the autoregressive generator, the first-step logits are read from step 0 of the
-        first list (its prefix is empty), so no extra encoder pass is spent on them.
+        With the autoregressive generator, all L steps of all lists are scored by one
+        teacher-forced pass (``list_logits``) and the first-step logits are read from step 0 of
+        the first list (its prefix is empty), so no extra pass is spent on them.
         """
         deterministic = dropout_key is None
         rngs = None if deterministic else {"dropout": dropout_key}
@@ -74,9 +82,10 @@ class GeneratorPolicy:
         if self.plackett_luce:
             scores = self.first_step_logits(params, batch, deterministic, rngs)
             return sampling.plackett_luce_log_prob(scores, mask, lists), scores
-        step = self._step_fn(params, batch, deterministic, rngs)
+        logits = self.module.apply(
+            params, batch, lists, deterministic, method="list_logits", rngs=rngs
+        )
         chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
-        logits = step(chosen)
         log_prob = sampling.log_prob_from_logits(sampling.mask_logits(logits, mask, chosen), lists)
         first = logits.reshape((logits.shape[0], -1) + logits.shape[-1:])[:, 0]
         return log_prob, first

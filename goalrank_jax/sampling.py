@@ -6,17 +6,25 @@ unnormalised scores of the next item. The functions here mask candidates that ar
 (``cand_mask`` False) or already chosen, so a list never repeats an item and never contains
 padding. Lists are int32 candidate indices of shape [..., L], position 0 first.
 
+A policy whose next-item logits depend on the order of the prefix (the fast generator's decoder
+with its key/value cache) is a :data:`DecodeStep` with a carried state; :func:`decode` runs both
+kinds, a stateless policy through :func:`stateless`.
+
     log pi(l | u) = sum_t log softmax(masked logits_t)[l_t]
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 StepLogits = Callable[[jnp.ndarray], jnp.ndarray]
+# A policy with a decoding state (e.g. a key/value cache): (carry, prev_item [B], chosen [B, N],
+# t) -> (logits [B, N], carry). prev_item is the item placed at step t-1 (0 at t=0).
+DecodeStep = Callable[[Any, jnp.ndarray, jnp.ndarray, jnp.ndarray], tuple[jnp.ndarray, Any]]
 
 _NEG = -1e9
 
@@ -33,6 +41,82 @@ def mask_logits(logits: jnp.ndarray, cand_mask: jnp.ndarray, chosen: jnp.ndarray
     return jnp.where(allowed, logits, _NEG)
 
 
+def stateless(step_logits: StepLogits) -> DecodeStep:
+    """A :data:`DecodeStep` for a policy whose logits depend only on the chosen set."""
+
+    def decode_step(carry, prev_item, chosen, t):
+        del prev_item, t
+        return step_logits(chosen), carry
+
+    return decode_step
+
+
+def decode(
+    decode_step: DecodeStep,
+    carry: Any,
+    cand_mask: jnp.ndarray,
+    list_len: int,
+    key: jax.Array | None = None,
+    temperature: float = 1.0,
+    unroll: int | bool = 1,
+) -> jnp.ndarray:
+    """One list per request, a ``lax.scan`` over the L steps: sampled without replacement from
+    softmax(logits / temperature) when ``key`` is given, greedy argmax otherwise.
+
+    Args:
+      decode_step: the policy (see :data:`DecodeStep`), called with chosen [B, N].
+      carry: its initial decoding state (None for a stateless policy).
+      cand_mask: [B, N] bool; each row needs at least L valid candidates.
+      list_len: L (static).
+      key: typed PRNG key, split into one key per step; None = greedy.
+      temperature: logits are divided by it before sampling.
+      unroll: ``lax.scan`` unrolling (True = a straight-line program, whose XLA cost analysis
+        counts every step; a rolled loop's body is counted once).
+
+    Returns:
+      [B, L] int32 candidate indices.
+    """
+    chosen0 = jnp.zeros(cand_mask.shape, dtype=jnp.float32)
+    prev0 = jnp.zeros(cand_mask.shape[:-1], dtype=jnp.int32)
+    step_keys = None if key is None else jax.random.split(key, list_len)
+
+    def step(state, xs):
+        carry, chosen, prev = state
+        t, step_key = xs
+        logits, carry = decode_step(carry, prev, chosen, t)
+        if step_key is None:
+            item = jnp.argmax(mask_logits(logits, cand_mask, chosen), axis=-1)
+        else:
+            logits = mask_logits(logits / temperature, cand_mask, chosen)
+            item = jax.random.categorical(step_key, logits, axis=-1)
+        item = item.astype(jnp.int32)
+        chosen = chosen + jax.nn.one_hot(item, cand_mask.shape[-1], dtype=chosen.dtype)
+        return (carry, chosen, item), item
+
+    xs = (jnp.arange(list_len, dtype=jnp.int32), step_keys)
+    _, items = jax.lax.scan(step, (carry, chosen0, prev0), xs, unroll=unroll)
+    return items.T
+
+
+def sample_group_decoder(
+    decode_step: DecodeStep,
+    carry: Any,
+    cand_mask: jnp.ndarray,
+    list_len: int,
+    key: jax.Array,
+    group_size: int,
+    temperature: float = 1.0,
+    unroll: int | bool = 1,
+) -> jnp.ndarray:
+    """K independent lists per request, vmapped over K keys (the per-request context closed
+    over by ``decode_step`` is shared by the K samples). Returns [B, K, L] int32."""
+    keys = jax.random.split(key, group_size)
+    lists = jax.vmap(
+        lambda k: decode(decode_step, carry, cand_mask, list_len, k, temperature, unroll)
+    )(keys)
+    return jnp.swapaxes(lists, 0, 1)
+
+
 def sample_list(
     step_logits: StepLogits,
     cand_mask: jnp.ndarray,
@@ -40,28 +124,8 @@ def sample_list(
     key: jax.Array,
     temperature: float = 1.0,
 ) -> jnp.ndarray:
-    """Samples one list per request without replacement: a ``lax.scan`` over the L steps.
-
-    Args:
-      step_logits: the policy (see module docstring), called with chosen [B, N].
-      cand_mask: [B, N] bool; each row needs at least L valid candidates.
-      list_len: L (static).
-      key: typed PRNG key.
-      temperature: logits are divided by it before sampling.
-
-    Returns:
-      [B, L] int32 candidate indices.
-    """
-    chosen0 = jnp.zeros(cand_mask.shape, dtype=jnp.float32)
-
-    def step(chosen, step_key):
-        logits = mask_logits(step_logits(chosen) / temperature, cand_mask, chosen)
-        item = jax.random.categorical(step_key, logits, axis=-1).astype(jnp.int32)
-        chosen = chosen + jax.nn.one_hot(item, cand_mask.shape[-1], dtype=chosen.dtype)
-        return chosen, item
-
-    _, items = jax.lax.scan(step, chosen0, jax.random.split(key, list_len))
-    return items.T
+    """Samples one list per request without replacement from a stateless policy: [B, L]."""
+    return decode(stateless(step_logits), None, cand_mask, list_len, key, temperature)
 
 
 def sample_group(
@@ -72,23 +136,15 @@ def sample_group(
     group_size: int,
     temperature: float = 1.0,
 ) -> jnp.ndarray:
-    """K independent lists per request, vmapped over K keys. Returns [B, K, L] int32."""
-    keys = jax.random.split(key, group_size)
-    lists = jax.vmap(lambda k: sample_list(step_logits, cand_mask, list_len, k, temperature))(keys)
-    return jnp.swapaxes(lists, 0, 1)
+    """K independent lists per request from a stateless policy. Returns [B, K, L] int32."""
+    return sample_group_decoder(
+        stateless(step_logits), None, cand_mask, list_len, key, group_size, temperature
+    )
 
 
 def greedy_list(step_logits: StepLogits, cand_mask: jnp.ndarray, list_len: int) -> jnp.ndarray:
-    """Argmax decoding: [B, L] int32."""
-    chosen0 = jnp.zeros(cand_mask.shape, dtype=jnp.float32)
-
-    def step(chosen, _):
-        logits = mask_logits(step_logits(chosen), cand_mask, chosen)
-        item = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return chosen + jax.nn.one_hot(item, cand_mask.shape[-1], dtype=chosen.dtype), item
-
-    _, items = jax.lax.scan(step, chosen0, None, length=list_len)
-    return items.T
+    """Argmax decoding of a stateless policy: [B, L] int32."""
+    return decode(stateless(step_logits), None, cand_mask, list_len)
 
 
 def prefix_multi_hot(lists: jnp.ndarray, num_candidates: int) -> jnp.ndarray:

@@ -1,6 +1,14 @@
-"""Flax Linen models: the prefix-conditioned generator and the reward models."""
+"""Flax Linen models: the two generator variants and the reward models."""
 
-from goalrank_jax.models.generator import GeneratorContext, PrefixGenerator
+import jax.numpy as jnp
+
+from goalrank_jax.configs import GENERATOR_VARIANTS
+from goalrank_jax.models.generator import (
+    FastContext,
+    FastGenerator,
+    GeneratorContext,
+    PrefixGenerator,
+)
 from goalrank_jax.models.reward_model import ListAwareRewardModel, PointwiseRewardModel
 
 
@@ -14,15 +22,24 @@ def _kwargs(model_config) -> dict:
         use_user_id=model_config.use_user_id,
         bilinear_head=model_config.bilinear_head,
         item_bias=model_config.item_bias,
+        dtype=jnp.dtype(model_config.dtype),
     )
 
 
-def make_generator(model_config, num_users: int, num_items: int) -> PrefixGenerator:
-    return PrefixGenerator(
+def make_generator(model_config, num_users: int, num_items: int):
+    """The generator of ``model_config.variant``: "prefix" (paper-faithful) or "fast"."""
+    common = dict(
         num_users=num_users,
         num_items=num_items,
         causal=model_config.causal,
         **_kwargs(model_config),
+    )
+    if model_config.variant == "prefix":
+        return PrefixGenerator(**common)
+    if model_config.variant == "fast":
+        return FastGenerator(decoder_layers=model_config.decoder_layers, **common)
+    raise ValueError(
+        f"Unknown generator variant {model_config.variant!r}; use one of {GENERATOR_VARIANTS}."
     )
 
 
@@ -41,12 +58,19 @@ def make_reward_model(
         if list_len is None:
             raise ValueError("make_reward_model('list_aware', ...) needs list_len")
         return ListAwareRewardModel(
-            num_users=num_users, num_items=num_items, max_list_len=list_len, **_kwargs(model_config)
+            num_users=num_users,
+            num_items=num_items,
+            max_list_len=list_len,
+            causal=True,
+            **_kwargs(model_config),
         )
     raise ValueError(f"Unknown reward model kind {kind!r}; use 'pointwise' or 'list_aware'.")
 
 
 __all__ = [
+    "FastContext",
+    "FastGenerator",
+    "GENERATOR_VARIANTS",
     "GeneratorContext",
     "ListAwareRewardModel",
     "PointwiseRewardModel",

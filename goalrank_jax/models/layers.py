@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -20,6 +22,7 @@ class TransformerBlock(nn.Module):
     ff_dim: int
     dropout: float = 0.0
     causal: bool = False
+    dtype: Any = jnp.float32  # Computation dtype (parameters stay float32).
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
@@ -28,17 +31,18 @@ class TransformerBlock(nn.Module):
         attn_mask = nn.make_attention_mask(mask, mask)
         if self.causal:
             attn_mask = nn.combine_masks(attn_mask, nn.make_causal_mask(mask))
-        h = nn.LayerNorm()(x)
+        h = nn.LayerNorm(dtype=self.dtype)(x)
         h = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads,
             dropout_rate=self.dropout,
             deterministic=deterministic,
+            dtype=self.dtype,
         )(h, h, mask=attn_mask)
         x = x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
-        h = nn.LayerNorm()(x)
-        h = nn.Dense(self.ff_dim)(h)
+        h = nn.LayerNorm(dtype=self.dtype)(x)
+        h = nn.Dense(self.ff_dim, dtype=self.dtype)(h)
         h = nn.gelu(h)
-        h = nn.Dense(width)(h)
+        h = nn.Dense(width, dtype=self.dtype)(h)
         return x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
 
 
@@ -50,14 +54,15 @@ class TransformerEncoder(nn.Module):
     ff_dim: int
     dropout: float = 0.0
     causal: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
         for _ in range(self.num_layers):
-            x = TransformerBlock(self.num_heads, self.ff_dim, self.dropout, self.causal)(
-                x, mask, deterministic
-            )
-        return nn.LayerNorm()(x)
+            x = TransformerBlock(
+                self.num_heads, self.ff_dim, self.dropout, self.causal, dtype=self.dtype
+            )(x, mask, deterministic)
+        return nn.LayerNorm(dtype=self.dtype)(x)
 
 
 class RequestEncoder(nn.Module):
@@ -80,6 +85,7 @@ class RequestEncoder(nn.Module):
     embed_dim: int
     use_user_id: bool = True
     item_bias: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -90,36 +96,52 @@ class RequestEncoder(nn.Module):
         bias is a learned per-item scalar (zeros when ``item_bias`` is False).
         """
         dim = self.embed_dim
-        item_embed = nn.Embed(self.num_items, dim, name="item_embed")
+        item_embed = nn.Embed(self.num_items, dim, dtype=self.dtype, name="item_embed")
         hist_mask = batch["history_mask"]
         hist_items = jnp.where(hist_mask, batch["history_items"], 0)
         hist_labels = jnp.where(hist_mask, batch["history_labels"], 0).astype(jnp.int32)
-        hist = item_embed(hist_items) + nn.Embed(2, dim, name="label_embed")(hist_labels)
+        hist = item_embed(hist_items) + nn.Embed(2, dim, dtype=self.dtype, name="label_embed")(
+            hist_labels
+        )
         weights = hist_mask.astype(hist.dtype)[..., None]
         pooled = (hist * weights).sum(-2) / jnp.maximum(weights.sum(-2), 1.0)
         positive = weights * (hist_labels[..., None] > 0)
         pooled_pos = (hist * positive).sum(-2) / jnp.maximum(positive.sum(-2), 1.0)
         user_parts = [pooled, pooled_pos]
         if self.use_user_id:
-            user_parts.append(nn.Embed(self.num_users, dim, name="user_embed")(batch["user_id"]))
+            user_parts.append(
+                nn.Embed(self.num_users, dim, dtype=self.dtype, name="user_embed")(batch["user_id"])
+            )
         user = jnp.concatenate(user_parts, axis=-1)
-        user = nn.Dense(dim, name="user_mlp_out")(nn.gelu(nn.Dense(dim, name="user_mlp_in")(user)))
+        user = nn.Dense(dim, dtype=self.dtype, name="user_mlp_out")(
+            nn.gelu(nn.Dense(dim, dtype=self.dtype, name="user_mlp_in")(user))
+        )
 
         cand_mask = batch["cand_mask"]
         items = item_embed(jnp.where(cand_mask, batch["cand_items"], 0))
         num_candidates = items.shape[-2]
-        u = nn.LayerNorm(name="user_norm")(nn.Dense(dim, name="user_proj")(user))
-        x = nn.LayerNorm(name="item_norm")(nn.Dense(dim, name="item_proj")(items))
+        u = nn.LayerNorm(dtype=self.dtype, name="user_norm")(
+            nn.Dense(dim, dtype=self.dtype, name="user_proj")(user)
+        )
+        x = nn.LayerNorm(dtype=self.dtype, name="item_norm")(
+            nn.Dense(dim, dtype=self.dtype, name="item_proj")(items)
+        )
         h = u[..., None, :] + x
-        h = nn.Dense(dim, name="cand_mlp_out")(nn.gelu(nn.Dense(dim, name="cand_mlp_in")(h)))
-        slots = nn.Embed(num_candidates, dim, name="slot_embed")(jnp.arange(num_candidates))
+        h = nn.Dense(dim, dtype=self.dtype, name="cand_mlp_out")(
+            nn.gelu(nn.Dense(dim, dtype=self.dtype, name="cand_mlp_in")(h))
+        )
+        slots = nn.Embed(num_candidates, dim, dtype=self.dtype, name="slot_embed")(
+            jnp.arange(num_candidates)
+        )
         if self.item_bias:
             bias_embed = nn.Embed(
                 self.num_items, 1, embedding_init=nn.initializers.zeros, name="item_bias"
             )
-            bias = bias_embed(jnp.where(cand_mask, batch["cand_items"], 0))[..., 0]
+            bias = bias_embed(jnp.where(cand_mask, batch["cand_items"], 0))[..., 0].astype(
+                jnp.float32
+            )
         else:
-            bias = jnp.zeros(cand_mask.shape, items.dtype)
+            bias = jnp.zeros(cand_mask.shape, jnp.float32)
         return user, h + slots, items, bias
 
 
@@ -131,15 +153,55 @@ class AffinityHead(nn.Module):
     """
 
     bilinear: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, hidden, user, items, item_bias):
         """hidden [B, M..., N, D], user [B, D], items [B, N, D], item_bias [B, N]
-        -> logits [B, M..., N]."""
-        logits = nn.Dense(1, name="linear")(hidden)[..., 0]
+        -> float32 logits [B, M..., N]."""
+        logits = nn.Dense(1, dtype=self.dtype, name="linear")(hidden)[..., 0]
+        logits = logits.astype(jnp.float32)
         affinity = item_bias
         if self.bilinear:
-            query = nn.Dense(items.shape[-1], name="user_query")(user)
-            affinity = affinity + jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(items.shape[-1])
+            query = nn.Dense(items.shape[-1], dtype=self.dtype, name="user_query")(user)
+            scores = jnp.einsum("bd,bnd->bn", query, items).astype(jnp.float32)
+            affinity = affinity + scores / jnp.sqrt(items.shape[-1])
         extra = logits.ndim - affinity.ndim
         return logits + affinity.reshape(affinity.shape[:1] + (1,) * extra + affinity.shape[1:])
+
+
+class Backbone(nn.Module):
+    """The fields shared by the generators and the reward models (see ``ModelConfig``)."""
+
+    num_users: int
+    num_items: int
+    embed_dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    ff_dim: int = 128
+    dropout: float = 0.1
+    causal: bool = False
+    use_user_id: bool = True
+    bilinear_head: bool = True
+    item_bias: bool = True
+    dtype: Any = jnp.float32  # Computation dtype (bfloat16 option); parameters stay float32.
+
+    def make_request_encoder(self) -> RequestEncoder:
+        return RequestEncoder(
+            self.num_users,
+            self.num_items,
+            self.embed_dim,
+            self.use_user_id,
+            self.item_bias,
+            dtype=self.dtype,
+        )
+
+    def make_encoder(self, causal: bool | None = None) -> TransformerEncoder:
+        return TransformerEncoder(
+            self.num_layers,
+            self.num_heads,
+            self.ff_dim,
+            self.dropout,
+            self.causal if causal is None else causal,
+            dtype=self.dtype,
+        )

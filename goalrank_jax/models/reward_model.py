@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from goalrank_jax.models.layers import AffinityHead, RequestEncoder, TransformerEncoder
+from goalrank_jax.models.layers import AffinityHead, Backbone
 
 
 def position_discounts(list_len: int, dtype=jnp.float32) -> jnp.ndarray:
@@ -37,45 +37,26 @@ def dcg_list_reward(scores: jnp.ndarray, lists: jnp.ndarray) -> jnp.ndarray:
     return (probs * position_discounts(lists.shape[-1], probs.dtype)).sum(-1)
 
 
-class PointwiseRewardModel(nn.Module):
-    num_users: int
-    num_items: int
-    embed_dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    ff_dim: int = 128
-    dropout: float = 0.1
-    causal: bool = False
-    use_user_id: bool = True
-    bilinear_head: bool = True
-    item_bias: bool = True
+class PointwiseRewardModel(Backbone):
+    """PRM-style scorer: a transformer over the N candidates, one logit per candidate."""
 
     @nn.compact
     def __call__(self, batch: dict, deterministic: bool = True) -> jnp.ndarray:
         """Candidate logits [B, N]."""
-        user, inputs, items, bias = RequestEncoder(
-            self.num_users, self.num_items, self.embed_dim, self.use_user_id, self.item_bias
-        )(batch)
-        hidden = TransformerEncoder(
-            self.num_layers, self.num_heads, self.ff_dim, self.dropout, self.causal
-        )(inputs, batch["cand_mask"], deterministic)
-        return AffinityHead(self.bilinear_head, name="head")(hidden, user, items, bias)
+        user, inputs, items, bias = self.make_request_encoder()(batch)
+        hidden = self.make_encoder()(inputs, batch["cand_mask"], deterministic)
+        head = AffinityHead(self.bilinear_head, dtype=self.dtype, name="head")
+        return head(hidden, user, items, bias)
 
 
-class ListAwareRewardModel(nn.Module):
-    """Per-position click logits of lists of at most ``max_list_len`` items (prefixes allowed)."""
+class ListAwareRewardModel(Backbone):
+    """Per-position click logits of lists of at most ``max_list_len`` items (prefixes allowed).
 
-    num_users: int
-    num_items: int
+    Attributes: those of :class:`Backbone` (``causal`` unused: the list attention is causal)
+    plus ``max_list_len``.
+    """
+
     max_list_len: int = 6
-    embed_dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    ff_dim: int = 128
-    dropout: float = 0.1
-    use_user_id: bool = True
-    bilinear_head: bool = True
-    item_bias: bool = True
 
     @nn.compact
     def __call__(self, batch: dict, lists: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
@@ -84,24 +65,23 @@ class ListAwareRewardModel(nn.Module):
         Attention over the list is causal: the logit at position t depends on the items at
         positions <= t only, as the feedback to an item depends on what was shown above it.
         """
-        user, inputs, items, bias = RequestEncoder(
-            self.num_users, self.num_items, self.embed_dim, self.use_user_id, self.item_bias
-        )(batch)
+        user, inputs, items, bias = self.make_request_encoder()(batch)
         list_len = lists.shape[-1]
         if list_len > self.max_list_len:
             raise ValueError(f"lists of length {list_len} > max_list_len={self.max_list_len}")
         x = gather_candidates(inputs, lists)
-        positions = nn.Embed(self.max_list_len, self.embed_dim, name="position_embed")
+        positions = nn.Embed(
+            self.max_list_len, self.embed_dim, dtype=self.dtype, name="position_embed"
+        )
         x = x + positions(jnp.arange(list_len))
         mask = jnp.ones(x.shape[:-1], dtype=bool)
-        hidden = TransformerEncoder(
-            self.num_layers, self.num_heads, self.ff_dim, self.dropout, causal=True
-        )(x, mask, deterministic)
-        logits = nn.Dense(1, name="head")(hidden)[..., 0]
+        hidden = self.make_encoder(causal=True)(x, mask, deterministic)
+        logits = nn.Dense(1, dtype=self.dtype, name="head")(hidden)[..., 0].astype(jnp.float32)
         affinity = bias
         if self.bilinear_head:
-            query = nn.Dense(self.embed_dim, name="user_query")(user)
-            affinity = affinity + jnp.einsum("bd,bnd->bn", query, items) / jnp.sqrt(self.embed_dim)
+            query = nn.Dense(self.embed_dim, dtype=self.dtype, name="user_query")(user)
+            scores = jnp.einsum("bd,bnd->bn", query, items).astype(jnp.float32)
+            affinity = affinity + scores / jnp.sqrt(self.embed_dim)
         return logits + gather_candidates(affinity, lists)
 
 
