@@ -89,7 +89,11 @@ class PrefixGenerator(Backbone):
         expand = (slice(None),) + (None,) * extra
         inputs = context.candidate_inputs[expand] + self.chosen_norm(bag)[..., None, :]
         mask = jnp.broadcast_to(context.cand_mask[expand], inputs.shape[:-1])
-        hidden = self.encoder(inputs, mask, deterministic)
+        # One flat batch axis for the encoder: XLA's CPU attention kernels are much slower
+        # with several leading batch axes (same values either way).
+        flat = (-1,) + inputs.shape[-2:]
+        hidden = self.encoder(inputs.reshape(flat), mask.reshape(flat[:-1]), deterministic)
+        hidden = hidden.reshape(inputs.shape)
         return self.head(hidden, context.user, context.items, context.item_bias)
 
     def init_carry(self, context: GeneratorContext, list_len: int):
