@@ -204,12 +204,17 @@ class StageConfig:
     # "validation/goalrank/N@6"); the stage returns the state of its best evaluation (highest
     # value) instead of the last one. "" = the last state.
     select_metric: str = ""
+    # Stop the stage (exit code 3, latest checkpoint = last good state) after this many
+    # consecutive steps with a non-finite loss or skipped (non-finite-gradient) update; 0 = never.
+    # Checked whenever metrics are fetched (every log_every steps and at checkpoints), so the stop
+    # can come up to log_every - 1 steps after the limit is reached.
+    max_nonfinite_steps: int = 100
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
 
     def validate(self) -> None:
         _positive(self, "num_steps", "batch_size", "log_every", "checkpoint_every")
         _positive(self, "keep_checkpoints")
-        _non_negative(self, "eval_every")
+        _non_negative(self, "eval_every", "max_nonfinite_steps")
         self.optim.validate()
 
 

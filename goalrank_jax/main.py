@@ -7,6 +7,11 @@
 Any config field can be overridden with ``--config.<path>=<value>``. Running the same command
 again on the same workdir resumes: finished stages are skipped, an interrupted stage continues
 from its latest checkpoint.
+
+Exit codes: 0 done; 1 a bug (traceback); 2 invalid input, named in the message (config field,
+raw data file and line, built requests, a checkpoint that does not fit or is damaged); 3 the
+loss stayed non-finite for ``max_nonfinite_steps`` steps (the latest checkpoint is the last good
+state); 143 stopped by SIGTERM after saving a checkpoint (rerun to resume).
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from goalrank_jax import configs, run
+from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.data.raw_formats import RawDataError
+from goalrank_jax.train import NonFiniteTrainingError, TrainingInterrupted
+
+EXIT_INVALID_INPUT = 2
+EXIT_NON_FINITE = 3
+EXIT_SIGTERM = 128 + 15
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -39,6 +50,27 @@ _PREPARE_ONLY = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing where a bad flag (a config override naming no config field, an
+    experiment file or arg that fails) is reported as invalid input, exit code 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        problem = f"invalid flags: {err}"
+    except (AttributeError, KeyError) as err:
+        # ml_collections reports an override of a missing field as KeyError('name\nDid you
+        # mean ...') wrapped in an AttributeError.
+        while err.__context__ is not None and not (err.args and isinstance(err.args[0], str)):
+            err = err.__context__
+        detail = " ".join((str(err.args[0]) if err.args else str(err)).splitlines())
+        key = detail.split(" ", 1)[0].strip("'\"")
+        named = [a.split("=", 1)[0] for a in argv if a.startswith("--config.") and key in a]
+        flag = named[0] if named else "a --config.* override"
+        problem = f"invalid flag {flag}: no such config field; {detail}"
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(EXIT_INVALID_INPUT)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -47,17 +79,23 @@ def main(argv):
         config = configs.from_config_dict(_CONFIG.value, jax.device_count())
     except ValueError as err:
         print(f"error: invalid config: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_INVALID_INPUT)
     log_fn = functools.partial(print, flush=True)
     try:
         if _PREPARE_ONLY.value:
             run.prepare_data(config, _WORKDIR.value, log_fn)
         else:
             run.train_and_evaluate(config, _WORKDIR.value, log_fn=log_fn)
-    except RawDataError as err:
+    except (RawDataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_INVALID_INPUT)
+    except NonFiniteTrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_NON_FINITE)
+    except TrainingInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(EXIT_SIGTERM)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -57,11 +57,13 @@ def train_and_evaluate(
 ) -> dict[str, float]:
     """Runs every stage and returns the final results (also written to results.json)."""
     start = time.time()
-    os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh()
-    config.validate(mesh.devices.size)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    config.validate(mesh.devices.size)  # before anything is written
+    os.makedirs(workdir, exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    with open(config_path + ".tmp", "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
+    os.replace(config_path + ".tmp", config_path)
     writer = MetricWriter(workdir)
     dataset = prepare_data(config, workdir, log_fn)
     list_len = dataset.list_len
@@ -109,6 +111,7 @@ def train_and_evaluate(
 
         rm_state = train_stage(
             name=REWARD_STAGE,
+            config_path="reward_model.train",
             workdir=workdir,
             state=rm_state,
             step_fn=rm_step,
@@ -144,6 +147,7 @@ def train_and_evaluate(
         )
         gen_state = train_stage(
             name=GENERATOR_STAGE,
+            config_path="train",
             workdir=workdir,
             state=gen_state,
             step_fn=gen_step,
@@ -229,6 +233,7 @@ def _train_simulator(config, dataset, init_batch, workdir, mesh, writer, log_fn)
 
     state = train_stage(
         name=SIMULATOR_STAGE,
+        config_path="simulator.train",
         workdir=workdir,
         state=state,
         step_fn=step,

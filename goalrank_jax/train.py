@@ -1,17 +1,53 @@
-"""The training loop of one stage: resume, steps, progress, metrics, evaluation, checkpoints."""
+"""The training loop of one stage: resume, steps, progress, metrics, evaluation, checkpoints.
+
+What the loop guarantees when things go wrong (tests and figures: docs/reliability.md):
+
+* Killed (SIGKILL, power loss): the stage resumes from its latest complete checkpoint with the
+  same batches (the grain iterator state is saved with the train state) and the same PRNG keys
+  (``fold_in(base_key, step)``), so a resumed run equals an uninterrupted one bit for bit. The
+  evaluation due at a step runs before that step's checkpoint is written, so a checkpoint of
+  step s implies that the evaluation (and model selection) of step s is done.
+* Stopped (SIGTERM): at the next step boundary the stage finishes the work due at that step,
+  saves a checkpoint of the step if none was due, waits for it and raises
+  :class:`TrainingInterrupted` (``main`` exits with code 143); rerunning resumes exactly.
+  Outside a stage's loop (data preparation, the final evaluation) SIGTERM keeps its default
+  action and ends the process at once, which loses nothing: those outputs are written
+  atomically and the rerun redoes them.
+* Diverging: the train step skips updates with non-finite gradients (metric ``skipped``; the
+  stage also logs ``<stage>/skipped_total``). The loop inspects the per-step metrics whenever it
+  fetches them anyway (every ``log_every`` steps and at every checkpoint, so no extra
+  device-to-host sync per step). No intermediate checkpoint is written while the latest step is
+  non-finite (the final one is: skipped steps leave the parameters as they were), none ever of
+  non-finite parameters, and after ``max_nonfinite_steps`` consecutive non-finite steps
+  (noticed at the next fetch) the stage raises :class:`NonFiniteTrainingError` (``main`` exits
+  with code 3); its latest checkpoint then holds the last good state.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from goalrank_jax import checkpointing, sharding
 from goalrank_jax.metric_writer import MetricWriter
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM stopped a stage at a step boundary; its checkpoint of that step is on disk."""
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """The loss or gradients stayed non-finite for the configured number of steps."""
 
 
 def format_duration(seconds: float) -> str:
@@ -19,6 +55,49 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+@contextlib.contextmanager
+def _sigterm_requests() -> Iterator[threading.Event]:
+    """An event set when SIGTERM arrives while the block runs (main thread only: elsewhere
+    Python cannot install handlers and SIGTERM keeps its default action)."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.bool_(True)]))
+
+
+class _NonFiniteSteps:
+    """Counts consecutive steps whose update was skipped or whose loss is not finite."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.streak = 0
+        self.first = 0
+
+    def update(self, host_metrics: list[dict], first_step: int) -> bool:
+        """Consumes the metrics of steps ``first_step, first_step + 1, ...``; True when the
+        streak has reached the limit (never with limit 0)."""
+        for offset, metrics in enumerate(host_metrics):
+            loss = float(metrics.get("loss", 0.0))
+            if float(metrics.get("skipped", 0.0)) > 0 or not math.isfinite(loss):
+                if not self.streak:
+                    self.first = first_step + offset
+                self.streak += 1
+            else:
+                self.streak = 0
+        return bool(self.limit) and self.streak >= self.limit
 
 
 def train_stage(
@@ -34,6 +113,7 @@ def train_stage(
     writer: MetricWriter,
     log_fn: Callable[[str], None] = print,
     eval_fn: Callable[[Any], dict[str, float]] | None = None,
+    config_path: str = "",
 ) -> Any:
     """Runs (or resumes, or skips if finished) a stage and returns its final state.
 
@@ -41,10 +121,18 @@ def train_stage(
       name: stage name; checkpoints go to ``<workdir>/<name>/checkpoints`` and metric names are
         prefixed with it.
       state: freshly initialised, placed state (used as the restore target when resuming).
-      step_fn: compiled ``(state, batch, key) -> (state, metrics)``.
+      step_fn: compiled ``(state, batch, key) -> (state, metrics)``; the metrics ``loss`` and
+        ``skipped`` (if present) feed the non-finite guard.
       dataset: indexable grain dataset of training batches (see ``data.pipeline``).
       stage_config: ``StageConfig``.
       eval_fn: optional ``state -> metrics`` run every ``eval_every`` steps and at the end.
+      config_path: where ``stage_config`` sits in the experiment config (e.g. ``train``), to
+        name its fields in error messages; defaults to ``name``.
+
+    Raises:
+      checkpointing.CheckpointError: the latest checkpoint does not fit ``state`` or is damaged.
+      TrainingInterrupted: SIGTERM arrived; the checkpoint of the step reached is saved.
+      NonFiniteTrainingError: ``max_nonfinite_steps`` consecutive non-finite steps.
     """
     from goalrank_jax.data import pipeline
 
@@ -59,12 +147,17 @@ def train_stage(
         else None
     )
     iterator = pipeline.train_iterator(dataset)
-    start_step = 0
+    start_step, skipped_total = 0, 0
     latest = ckpt.latest_step()
     if latest is not None:
-        state, data_state = ckpt.restore(latest, checkpointing.abstract_like(state))
+        try:
+            state, data_state = ckpt.restore(latest, checkpointing.abstract_like(state))
+        except checkpointing.CheckpointError:
+            ckpt.close()
+            raise
         if "iterator" in data_state:
             iterator.set_state(data_state["iterator"])
+        skipped_total = int(data_state.get("skipped_total", 0))
         start_step = int(latest)
         if start_step >= num_steps:
             log_fn(f"[{name}] finished earlier at step {start_step}; restored, skipping")
@@ -72,58 +165,119 @@ def train_stage(
             return _selected(state, best_ckpt, select, name, log_fn)
         log_fn(f"[{name}] resuming from checkpoint at step {start_step}")
 
+    nonfinite = _NonFiniteSteps(stage_config.max_nonfinite_steps)
+    limit_field = f"{config_path or name}.max_nonfinite_steps"
     # An exception inside the loop still lets an in-flight asynchronous save finish and close,
     # so the latest checkpoint on disk is always complete.
-    try:
-        log_fn(f"[{name}] training steps {start_step + 1}..{num_steps}")
-        pending: list[dict] = []
-        window_start, window_steps = time.time(), 0
-        batch_size = stage_config.batch_size
-        for step in range(start_step, num_steps):
-            batch = sharding.put_batch(next(iterator), mesh)
-            state, metrics = step_fn(state, batch, base_key)
-            pending.append(metrics)
-            window_steps += 1
-            done = step + 1
-            if done % stage_config.log_every == 0 or done == num_steps:
-                host = jax.device_get(pending)
-                summary = {f"{name}/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
-                pending = []
-                elapsed = time.time() - window_start
-                rate = window_steps / max(elapsed, 1e-9)
-                summary[f"{name}/steps_per_second"] = rate
-                summary[f"{name}/requests_per_second"] = rate * batch_size
-                writer.write(done, summary)
-                shown = " ".join(
-                    f"{k.split('/', 1)[1]}={v:.4g}"
-                    for k, v in summary.items()
-                    if k.split("/", 1)[1]
-                    in ("loss", "gro_loss", "sup_loss", "group_reward_mean", "skipped")
+    with _sigterm_requests() as stop_requested:
+        try:
+            log_fn(f"[{name}] training steps {start_step + 1}..{num_steps}")
+            pending: list[dict] = []
+            window: list[dict] = []
+            window_start, window_steps = time.time(), 0
+            for step in range(start_step, num_steps):
+                batch = sharding.put_batch(next(iterator), mesh)
+                state, metrics = step_fn(state, batch, base_key)
+                pending.append(metrics)
+                window_steps += 1
+                done = step + 1
+                final = done == num_steps
+                log_now = done % stage_config.log_every == 0 or final
+                save_now = done % stage_config.checkpoint_every == 0 or final
+                every = stage_config.eval_every
+                eval_now = eval_fn is not None and ((every and done % every == 0) or final)
+                stopping = stop_requested.is_set()
+                if log_now or save_now or stopping:
+                    host = jax.device_get(pending)
+                    pending = []
+                    window.extend(host)
+                    skipped_total += sum(float(m.get("skipped", 0.0)) > 0 for m in host)
+                    if nonfinite.update(host, done - len(host) + 1):
+                        ckpt.wait()
+                        raise NonFiniteTrainingError(
+                            f"[{name}] the loss or gradients were non-finite for "
+                            f"{nonfinite.streak} consecutive steps ({nonfinite.first}..{done}); "
+                            f"stopping at {limit_field}={nonfinite.limit}. Their updates were "
+                            f"skipped; the latest checkpoint (step {ckpt.latest_step()}) in "
+                            f"{ckpt.directory} holds the last good state. Check the data or "
+                            "lower the learning rate, then rerun to resume from it."
+                        )
+                if log_now:
+                    elapsed = time.time() - window_start
+                    rate = window_steps / max(elapsed, 1e-9)
+                    _log_window(
+                        name, done, window, rate, skipped_total, stage_config, writer, log_fn
+                    )
+                    window = []
+                    window_start, window_steps = time.time(), 0
+                if eval_now:
+                    eval_start = time.time()
+                    results = eval_fn(state)
+                    writer.write(done, results)
+                    if select:
+                        _update_best(best_ckpt, done, state, results, select, name, log_fn)
+                    log_fn(
+                        f"[{name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
+                        + " ".join(f"{k}={v:.4f}" for k, v in results.items())
+                    )
+                    window_start = time.time()
+                if save_now or stopping:
+                    if nonfinite.streak and not final:
+                        log_fn(f"[{name}] step {done} is non-finite: not checkpointed")
+                    elif not bool(_all_finite(state.params)):
+                        ckpt.wait()
+                        raise NonFiniteTrainingError(
+                            f"[{name}] the parameters are non-finite at step {done}; not "
+                            f"checkpointed. The latest checkpoint (step {ckpt.latest_step()}) "
+                            f"in {ckpt.directory} holds the last good state."
+                        )
+                    else:
+                        data_state = {
+                            "iterator": iterator.get_state(),
+                            "skipped_total": skipped_total,
+                        }
+                        ckpt.save(done, state, data_state)
+                if stopping:
+                    ckpt.wait()
+                    raise TrainingInterrupted(
+                        f"[{name}] SIGTERM received: stopped after step {done}/{num_steps}; "
+                        f"latest checkpoint: step {ckpt.latest_step()} in {ckpt.directory}. "
+                        "Rerun the same command to resume."
+                    )
+            if stop_requested.is_set():  # arrived during the evaluation of the last step
+                ckpt.wait()
+                raise TrainingInterrupted(
+                    f"[{name}] SIGTERM received: the stage finished at step {num_steps} "
+                    f"(checkpoint in {ckpt.directory}). Rerun the same command to resume."
                 )
-                log_fn(
-                    f"[{name}] step {done}/{num_steps} ({100 * done / num_steps:.1f}%) "
-                    f"{rate:.2f} steps/s {rate * batch_size:.0f} req/s "
-                    f"eta {format_duration((num_steps - done) / rate)} {shown}"
-                )
-                window_start, window_steps = time.time(), 0
-            if done % stage_config.checkpoint_every == 0 or done == num_steps:
-                ckpt.save(done, state, {"iterator": iterator.get_state()})
-            every = stage_config.eval_every
-            if eval_fn is not None and ((every and done % every == 0) or done == num_steps):
-                eval_start = time.time()
-                results = eval_fn(state)
-                writer.write(done, results)
-                if select:
-                    _update_best(best_ckpt, done, state, results, select, name, log_fn)
-                log_fn(
-                    f"[{name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
-                    + " ".join(f"{k}={v:.4f}" for k, v in results.items())
-                )
-                window_start = time.time()
-    finally:
-        ckpt.wait()
-        ckpt.close()
+        finally:
+            ckpt.wait()
+            ckpt.close()
     return _selected(state, best_ckpt, select, name, log_fn)
+
+
+def _log_window(name, done, window, rate, skipped_total, stage_config, writer, log_fn) -> None:
+    """Writes the mean of the window's per-step metrics and prints the progress line."""
+    num_steps, batch_size = stage_config.num_steps, stage_config.batch_size
+    summary = {f"{name}/{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
+    summary[f"{name}/steps_per_second"] = rate
+    summary[f"{name}/requests_per_second"] = rate * batch_size
+    if "skipped" in window[0]:
+        summary[f"{name}/skipped_total"] = float(skipped_total)
+    writer.write(done, summary)
+    shown_names = ("loss", "gro_loss", "sup_loss", "group_reward_mean", "skipped")
+    shown = " ".join(
+        f"{k.split('/', 1)[1]}={v:.4g}"
+        for k, v in summary.items()
+        if k.split("/", 1)[1] in shown_names
+    )
+    if skipped_total:
+        shown += f" skipped_total={skipped_total}"
+    log_fn(
+        f"[{name}] step {done}/{num_steps} ({100 * done / num_steps:.1f}%) "
+        f"{rate:.2f} steps/s {rate * batch_size:.0f} req/s "
+        f"eta {format_duration((num_steps - done) / rate)} {shown}"
+    )
 
 
 def _update_best(best_ckpt, step, state, results, metric, name, log_fn) -> None:

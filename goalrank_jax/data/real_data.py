@@ -220,6 +220,10 @@ class GoalrankReal(tfds_requests.RequestsBuilder):
         self.raw_paths = raw_paths
         super().__init__(**kwargs)
 
+    def source_description(self) -> str:
+        dataset = self.builder_config.data_config.dataset
+        return f"dataset {dataset!r} built from {', '.join(self.raw_paths)}"
+
     def generate(self):
         by_split, stats, num_users, num_items = generate_real_requests(
             self.builder_config.data_config, self.raw_paths, self.builder_config.log_fn

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from goalrank_jax.data import request_checks
+
 VERSION = "1.0.0"
 
 
@@ -59,6 +61,10 @@ class RequestsBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     def generate(self) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
         """Returns ({split: {feature: array}}, metadata with num_users, num_items and stats)."""
 
+    def source_description(self) -> str:
+        """What the requests are built from, for error messages."""
+        return f"dataset {self.builder_config.data_config.dataset!r}"
+
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config.data_config
         return tfds.core.DatasetInfo(
@@ -72,6 +78,18 @@ class RequestsBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
 
     def _split_generators(self, dl_manager):
         by_split, metadata = self.generate()
+        cfg = self.builder_config.data_config
+        # Before anything is written: a bad request stops the preparation, and TFDS removes its
+        # incomplete directory, so no half-written dataset is ever opened.
+        request_checks.check_requests(
+            by_split,
+            num_users=int(metadata["num_users"]),
+            num_items=int(metadata["num_items"]),
+            num_candidates=cfg.num_candidates,
+            list_len=cfg.list_len,
+            history_len=cfg.history_len,
+            source=self.source_description(),
+        )
         self.info.metadata.update(metadata)
         return {split: self._generate_examples(feats) for split, feats in by_split.items()}
 
