@@ -12,12 +12,13 @@ import functools
 import resource
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from goalrank_jax import configs, policies, sharding
+from goalrank_jax import checkpointing, configs, policies, sharding
 from goalrank_jax import train_step as ts
 from goalrank_jax.models import make_generator, make_reward_model
 
@@ -119,6 +120,7 @@ class StepBench:
     config: configs.ExperimentConfig
     compile_s: float
     generator_params: int
+    step_fn: Callable[[int | bool], Callable]  # unroll -> the uncompiled step function
 
     def run(self, num_steps: int) -> float:
         """Seconds per step over ``num_steps`` steps (blocking at the end)."""
@@ -161,13 +163,14 @@ def build(config: configs.ExperimentConfig, mesh) -> StepBench:
     evaluator = policies.Evaluator(reward, config.reward_model.kind)
     key = jax.random.key(0, impl=config.prng_impl)
     optimizer = ts.make_optimizer(config.train.optim)
+    step_fn = functools.partial(_step_fn, config, generator, evaluator, optimizer)
     reward_params = evaluator.init(key, batch, data.list_len)
     params = generator.init(key, batch)
     state = ts.create_state(params, optimizer, reward_params)
     state = sharding.put_replicated(state, mesh)
     repl = sharding.replicated(mesh)
     step = ts.compile_step(
-        _step_fn(config, generator, evaluator, optimizer, 1),
+        step_fn(1),
         repl,
         sharding.batch_sharding(mesh),
         repl,
@@ -177,29 +180,14 @@ def build(config: configs.ExperimentConfig, mesh) -> StepBench:
     compiled = step.lower(state, placed, key).compile()
     compile_s = time.perf_counter() - start
     count = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    return StepBench(compiled, state, placed, key, config, compile_s, count)
+    return StepBench(compiled, state, placed, key, config, compile_s, count, step_fn)
 
 
-def step_flops(bench: StepBench, mesh) -> float:
+def step_flops(bench: StepBench) -> float:
     """FLOPs of one train step from XLA's cost analysis of the step compiled with the L-step
     decoding loop unrolled (the analysis counts a rolled loop's body once)."""
-    config = bench.config
-    generator = make_generator(config.generator, NUM_USERS, NUM_ITEMS)
-    reward = make_reward_model(
-        config.reward_model.kind,
-        config.reward_model.model,
-        NUM_USERS,
-        NUM_ITEMS,
-        config.data.list_len,
-    )
-    evaluator = policies.Evaluator(reward, config.reward_model.kind)
-    optimizer = ts.make_optimizer(config.train.optim)
-    fn = _step_fn(config, generator, evaluator, optimizer, True)
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x,
-        (bench.state, bench.batch),
-    )
-    cost = jax.jit(fn).lower(*abstract, bench.key).compile().cost_analysis()
+    abstract = checkpointing.abstract_like((bench.state, bench.batch))
+    cost = jax.jit(bench.step_fn(True)).lower(*abstract, bench.key).compile().cost_analysis()
     if isinstance(cost, list | tuple):
         cost = cost[0]
     return float(cost["flops"])

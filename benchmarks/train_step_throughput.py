@@ -78,7 +78,7 @@ def main(_):
                     "matmul_gflops_per_s": round(matmul_rate / 1e9, 2),
                 }
                 if _FLOPS.value:
-                    flops = bench_common.step_flops(bench, mesh)
+                    flops = bench_common.step_flops(bench)
                     record.update(
                         gflops_per_step=round(flops / 1e9, 3),
                         gflops_per_request=round(flops / 1e9 / config.train.batch_size, 4),
