@@ -57,6 +57,39 @@ def _policy_lists(
     return out
 
 
+def list_metric_sums(
+    lists, scores, batch, *, has_true_model, true_params, simulator=None, simulator_params=None
+):
+    """(sum, count) of every metric of one policy's lists [B, L] on a batch.
+
+    ``scores`` [B, N] feed the AUC (None: 1/t for the item at position t, 0 elsewhere). Adds
+    ``true_reward`` (synthetic data: exact expected reward under the true user model) and
+    ``sim_reward`` (when a held-out simulator is given).
+    """
+    example_mask = batch["example_mask"]
+    weight = example_mask.astype(jnp.float32)
+    if scores is None:
+        scores = metrics_lib.list_to_scores(lists, batch["cand_mask"].shape[-1])
+    sums = dict(
+        metrics_lib.ranking_metric_sums(
+            lists, batch["cand_labels"], batch["cand_mask"], example_mask, scores
+        )
+    )
+    if has_true_model:
+        reward = synthetic.list_reward_from_candidates(
+            batch["cand_true_logit"],
+            batch["cand_category"],
+            batch["cand_partner"],
+            lists,
+            true_params,
+        )
+        sums["true_reward"] = ((reward * weight).sum(), weight.sum())
+    if simulator_params is not None:
+        reward = simulator.list_rewards(simulator_params, batch, lists)
+        sums["sim_reward"] = ((reward * weight).sum(), weight.sum())
+    return sums
+
+
 def eval_step(
     generator_params,
     reward_params,
@@ -71,8 +104,7 @@ def eval_step(
     true_params,
 ):
     """Per-batch (sum, count) of every metric of every policy."""
-    example_mask = batch["example_mask"]
-    weight = example_mask.astype(jnp.float32)
+    weight = batch["example_mask"].astype(jnp.float32)
     sums = {}
     for name, (lists, scores) in _policy_lists(
         generator_params,
@@ -83,22 +115,16 @@ def eval_step(
         list_len=list_len,
         has_true_model=has_true_model,
     ).items():
-        for key, value in metrics_lib.ranking_metric_sums(
-            lists, batch["cand_labels"], batch["cand_mask"], example_mask, scores
+        for key, value in list_metric_sums(
+            lists,
+            scores,
+            batch,
+            has_true_model=has_true_model,
+            true_params=true_params,
+            simulator=simulator,
+            simulator_params=simulator_params,
         ).items():
             sums[f"{name}/{key}"] = value
-        if has_true_model:
-            reward = synthetic.list_reward_from_candidates(
-                batch["cand_true_logit"],
-                batch["cand_category"],
-                batch["cand_partner"],
-                lists,
-                true_params,
-            )
-            sums[f"{name}/true_reward"] = ((reward * weight).sum(), weight.sum())
-        if simulator_params is not None:
-            reward = simulator.list_rewards(simulator_params, batch, lists)
-            sums[f"{name}/sim_reward"] = ((reward * weight).sum(), weight.sum())
     if has_true_model:
         sums["oracle_reward"] = ((batch["oracle_reward"] * weight).sum(), weight.sum())
     return sums

@@ -1,0 +1,72 @@
+"""The paper's comparison (baselines, G-E, MG-E, GoalRank and its ablations), CPU-sized.
+
+    python -m goalrank_jax.compare --config=experiments/compare.py --workdir=runs/compare
+    python -m goalrank_jax.compare --config=experiments/compare.py:dataset=ml100k \
+        --config.data.manual_dir=DIR --workdir=runs/compare_ml100k
+    python -m goalrank_jax.compare --config=experiments/compare.py:smoke --workdir=runs/cmp_smoke
+
+Args (after the colon, comma-separated) as experiments/goalrank.py: ``smoke`` (tiny sizes, a few
+steps, 2 seeds; seconds per method) and ``dataset=NAME``. Every field of experiments/goalrank.py
+is here too (data, the shared reward model, the GoalRank generator and its GRO defaults), plus
+the ``compare`` group documented in goalrank_jax/comparison/config.py. Override any of them
+with --config.<field>=<value>, e.g. --config.compare.seeds=1,2,3,4,5.
+
+CPU sizing: every generator-like model (GoalRank, the supervised AR generator, DNN, PRM, NAR)
+has the width of the `generator` group (D=32); GoalRank uses the fast generator variant so the
+36 GoalRank trainings of the default comparison (3 seeds x 12 settings) fit on a 2-core CPU.
+All stages train a fixed number of steps (no model selection), the same for every seed.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from goalrank_jax import configs
+from goalrank_jax.comparison import config as comparison_config
+
+# ml_collections loads experiment files by path, so the sibling file is loaded the same way.
+_spec = importlib.util.spec_from_file_location(
+    "experiments_goalrank", os.path.join(os.path.dirname(os.path.abspath(__file__)), "goalrank.py")
+)
+base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(base)
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    dataset, smoke = base.parse_args(arg)
+    cfg = base.get_config(arg)
+    cfg.generator.variant = "fast"  # Fast generator: candidates encoded once per request.
+    # A fixed budget, the same for every method and seed: no selection on validation.
+    for stage in (cfg.train, cfg.reward_model.train, cfg.simulator.train):
+        stage.select_metric = ""
+        stage.eval_every = 0
+    cfg.compare = ml_collections.ConfigDict(configs.to_dict(comparison_config.ComparisonConfig()))
+    cmp = cfg.compare
+    cmp.seeds = (1, 2, 3)  # One repetition of every ranker's training per seed.
+    cmp.shared_reward_model = True  # One evaluator (seed `seed`) for every seed and method.
+    cmp.methods = comparison_config.METHODS  # dnn prm supervised_ar nar4rec_ge pier_ge mge goalrank
+    cmp.ablations = comparison_config.ABLATIONS  # group_size loss_form group_construction
+    cmp.group_sizes = (2, 4, 8, 16, 32, 64)  # K of the group-size sweep (default K is gro's, 8).
+    cmp.mge_ks = (1, 3, 5, 10, 20, 50, 100)  # Numbers of MG-E generators.
+    cmp.num_proposals = 100  # Lists each G-E generator proposes per request.
+    cmp.split = "test"
+    # DNN, PRM and NAR baselines: BCE / likelihood on the logged feedback.
+    cmp.baseline_train.num_steps = 1000
+    cmp.baseline_train.batch_size = 128
+    cmp.baseline_train.log_every = 100
+    cmp.baseline_train.eval_every = 0
+    cmp.baseline_train.checkpoint_every = 500
+    cmp.baseline_train.optim.learning_rate = 3e-3
+    if smoke:
+        cmp.seeds = (1, 2)
+        cfg.gro.auxiliary = ("logged", "reward_greedy")  # K=4: two sampled lists when mixed
+        cmp.group_sizes = (2, 4)
+        cmp.mge_ks = (1, 3, 8)
+        cmp.num_proposals = 4
+        cmp.baseline_train.num_steps = 4
+        cmp.baseline_train.batch_size = 16
+        cmp.baseline_train.log_every = 2
+        cmp.baseline_train.checkpoint_every = 2
+    del dataset
+    return cfg

@@ -1,0 +1,264 @@
+"""The paper's comparison in one command: every baseline, GoalRank and its ablations, several seeds.
+
+    python -m goalrank_jax.compare --config=experiments/compare.py --workdir=runs/compare
+    python -m goalrank_jax.compare --config=experiments/compare.py:dataset=ml100k \
+        --config.data.manual_dir=DIR --workdir=runs/compare_ml100k
+    python -m goalrank_jax.compare --config=experiments/compare.py:smoke --workdir=runs/cmp_smoke
+
+Writes ``<workdir>/comparison.md`` (tables of mean ± std over seeds), ``comparison.json`` and
+PNG plots (MG-E vs k with GoalRank as a line, GoalRank vs K, loss form, group construction).
+
+Resuming: the dataset is prepared once (``<workdir>/tfds`` or ``data.data_dir``); each seed's
+models are stages under ``<workdir>/seed_<s>/`` (finished ones restored and skipped, an
+interrupted one continued from its latest checkpoint) and a seed's evaluated results are cached
+in ``seed_<s>/results.json``, so rerunning the same command after an interruption redoes
+nothing that was finished. ``--report_only`` rewrites the report from the cached seeds.
+Exit codes as ``goalrank_jax.main`` (2 invalid input, 3 non-finite training, 143 SIGTERM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+from absl import app, flags, logging
+
+from goalrank_jax import main as main_lib
+from goalrank_jax import run, sharding
+from goalrank_jax.checkpointing import CheckpointError
+from goalrank_jax.comparison import config as comparison_config
+from goalrank_jax.comparison import evaluation, report, training
+from goalrank_jax.data import pipeline
+from goalrank_jax.data.raw_formats import RawDataError
+from goalrank_jax.train import NonFiniteTrainingError, TrainingInterrupted, format_duration
+
+# --config (here experiments/compare.py[:args]), --workdir and their parsing are main's.
+_CONFIG = main_lib._CONFIG
+_WORKDIR = main_lib._WORKDIR
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Only rewrite comparison.md / .json / PNGs from the cached seeds."
+)
+
+RESULTS_FILE = "results.json"
+
+
+def expected_rows(experiment, comparison) -> set[str]:
+    """Row names a complete evaluation of one seed has (for the cache check)."""
+    rows = {r.name for r in training.goalrank_runs(experiment, comparison)}
+    rows |= {"reward_model_greedy", "retriever", "logged", "random"}
+    methods = set(comparison.methods)
+    rows |= methods & {"dnn", "prm", "pier_ge", "nar4rec_ge"}
+    if "mge" in methods:
+        rows |= {f"mge@{k}" for k in comparison.mge_ks}
+        rows |= {f"mge_no_rm@{k}" for k in comparison.mge_ks}
+    return rows
+
+
+def _load_cached(path: str, rows: set[str]) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        cached = json.load(f)
+    return cached if rows <= set(cached["rows"]) else None
+
+
+def _write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def run_comparison(
+    experiment,
+    comparison,
+    workdir: str,
+    log_fn: Callable[[str], None] = print,
+    command: str = "",
+    report_only: bool = False,
+) -> dict:
+    """Trains and evaluates every method for every seed (cached), then writes the report."""
+    start = time.time()
+    mesh = sharding.make_mesh()
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(
+        os.path.join(workdir, "config.json"),
+        {
+            "experiment": dataclasses.asdict(experiment),
+            "compare": dataclasses.asdict(comparison),
+        },
+    )
+    # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
+    experiment = dataclasses.replace(
+        experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
+    )
+    rows = expected_rows(experiment, comparison)
+    per_seed, timings = {}, {}
+    dataset = None
+    with jax.set_mesh(mesh):
+        simulator = simulator_params = shared_rm = None
+        for index, seed in enumerate(comparison.seeds):
+            seed_dir = os.path.join(workdir, f"seed_{seed}")
+            cached = _load_cached(os.path.join(seed_dir, RESULTS_FILE), rows)
+            if cached is not None:
+                log_fn(f"[compare] seed {seed}: cached results in {seed_dir}")
+                per_seed[seed], timings[f"seed {seed}"] = cached["rows"], cached["seconds"]
+                continue
+            if report_only:
+                log_fn(f"[compare] seed {seed}: no complete cached results; left out")
+                continue
+            seed_start = time.time()
+            log_fn(f"[compare] seed {seed} ({index + 1}/{len(comparison.seeds)})")
+            if dataset is None:
+                dataset = run.prepare_data(experiment, workdir, log_fn)
+                init_batch = run._init_batch(dataset, 2)
+                if not dataset.has_true_model:
+                    simulator, simulator_params, auc = run._train_simulator(
+                        experiment,
+                        dataset,
+                        init_batch,
+                        workdir,
+                        mesh,
+                        training.MetricWriter(workdir),
+                        log_fn,
+                    )
+                if comparison.shared_reward_model:
+                    shared = training.SeedTrainer(
+                        experiment, comparison, dataset, init_batch, workdir, mesh, log_fn
+                    )
+                    try:
+                        shared_rm = shared.reward_model()
+                    finally:
+                        shared.close()
+                    timings["shared by all seeds"] = dict(shared.seconds)
+            seed_experiment = dataclasses.replace(experiment, seed=seed)
+            trainer = training.SeedTrainer(
+                seed_experiment, comparison, dataset, init_batch, seed_dir, mesh, log_fn
+            )
+            try:
+                models = trainer.train_all(shared_rm)
+            finally:
+                trainer.close()
+            eval_start = time.time()
+            log_fn(f"[compare] seed {seed}: evaluating every method on {comparison.split}")
+            seed_eval = evaluation.SeedEvaluation(
+                models,
+                comparison,
+                dataset.list_len,
+                dataset.has_true_model,
+                experiment.data.env.true_model,
+                mesh,
+                simulator,
+            )
+            batches = pipeline.eval_batches(
+                dataset.sources[comparison.split],
+                experiment.eval.batch_size,
+                experiment.eval.max_examples,
+            )
+            key = jax.random.fold_in(jax.random.key(seed, impl=experiment.prng_impl), 77)
+            results = seed_eval(batches, key, simulator_params)
+            seconds = dict(models.train_seconds)
+            seconds["evaluation"] = time.time() - eval_start
+            seconds["seed_total"] = time.time() - seed_start
+            _write_json(
+                os.path.join(seed_dir, RESULTS_FILE),
+                {"rows": results, "seconds": seconds, "split": comparison.split},
+            )
+            per_seed[seed], timings[f"seed {seed}"] = results, seconds
+            done = index + 1
+            elapsed = time.time() - start
+            log_fn(
+                f"[compare] seed {seed} done in {format_duration(seconds['seed_total'])}; "
+                f"{done}/{len(comparison.seeds)} seeds, elapsed {format_duration(elapsed)}, "
+                f"eta {format_duration(elapsed / done * (len(comparison.seeds) - done))}"
+            )
+    if not per_seed:
+        raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
+    gro = experiment.gro
+    document = report.write(
+        workdir,
+        per_seed,
+        dataset=experiment.data.dataset,
+        split=comparison.split,
+        list_len=experiment.data.list_len,
+        ks=comparison.mge_ks,
+        group_sizes=comparison.group_sizes,
+        aliases=training.same_run_aliases(experiment, comparison),
+        defaults={
+            "generator": f"{experiment.generator.variant} D={experiment.generator.embed_dim}",
+            "K": gro.group_size,
+            "w_R": gro.reward_weight,
+            "w_G": gro.supervised_weight,
+            "loss": gro.loss_form,
+            "groups": gro.group_construction,
+            "steps": experiment.train.num_steps,
+            "batch": experiment.train.batch_size,
+            "reward model": experiment.reward_model.kind,
+            "G-E proposals": comparison.num_proposals,
+        },
+        command=command,
+        timings=timings,
+    )
+    log_fn(
+        report.table(
+            document["summary"],
+            [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
+            + [(r, report.LABELS[r]) for r in report.GE]
+            + [(f"mge@{k}", f"MG-E k={k}") for k in comparison.mge_ks]
+            + [("goalrank", "GoalRank")],
+            report.metric_columns(document["summary"], experiment.data.list_len),
+        )
+    )
+    log_fn(
+        f"[compare] report: {os.path.join(workdir, 'comparison.md')} "
+        f"(total {format_duration(time.time() - start)})"
+    )
+    return document
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        experiment, comparison = comparison_config.from_config_dict(
+            _CONFIG.value, jax.device_count()
+        )
+    except ValueError as err:
+        print(f"error: invalid config: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_INVALID_INPUT)
+    command = "python -m goalrank_jax.compare " + " ".join(
+        shlex.quote(a) for a in argv[1:] or sys.argv[1:]
+    )
+    log_fn = functools.partial(print, flush=True)
+    try:
+        if main_lib._PREPARE_ONLY.value:
+            data_dir = experiment.data.data_dir or os.path.join(_WORKDIR.value, "tfds")
+            experiment = dataclasses.replace(
+                experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
+            )
+            run.prepare_data(experiment, _WORKDIR.value, log_fn)
+            return
+        run_comparison(experiment, comparison, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
+    except (RawDataError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_INVALID_INPUT)
+    except NonFiniteTrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_NON_FINITE)
+    except TrainingInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_SIGTERM)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=main_lib.parse_flags)

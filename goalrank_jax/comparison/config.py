@@ -1,0 +1,90 @@
+"""What a comparison runs: methods, seeds, sweeps (``--config.compare.*``).
+
+An experiment file for ``python -m goalrank_jax.compare`` holds every field of
+:class:`goalrank_jax.configs.ExperimentConfig` (the data, the shared reward model, the GoalRank
+generator and its GRO defaults) plus a ``compare`` group parsed into :class:`ComparisonConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from goalrank_jax import configs
+
+# Trained methods. Baselines: dnn, prm (pointwise scorers, sorted), supervised_ar (the GoalRank
+# generator with w_R = 0), nar (the NAR4Rec-style generator), pier_ge / nar4rec_ge (G-E: a
+# generator proposes lists, the reward model picks), mge (k heterogeneous generators + the
+# reward model). GoalRank: goalrank (the experiment's GRO settings) and its ablations.
+METHODS = ("dnn", "prm", "supervised_ar", "nar4rec_ge", "pier_ge", "mge", "goalrank")
+ABLATIONS = ("group_size", "loss_form", "group_construction")
+
+
+def _check_subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"ComparisonConfig.{name} has unknown {unknown}; allowed: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    seeds: tuple[int, ...] = (1, 2, 3)  # One full repetition (reward model included) per seed.
+    methods: tuple[str, ...] = METHODS  # Which methods of METHODS to train and evaluate.
+    ablations: tuple[str, ...] = ABLATIONS  # Which GoalRank ablations of ABLATIONS to run.
+    group_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)  # K of the group-size sweep.
+    mge_ks: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100)  # Numbers of MG-E generators.
+    num_proposals: int = 100  # Lists each G-E generator proposes per request.
+    # True: one reward model (the experiment's seed) is the evaluator of every seed, so the
+    # seeds vary the rankers' training only; False: each seed trains its own.
+    shared_reward_model: bool = True
+    split: str = "test"  # Split the methods are compared on (no model selection on it).
+    # Training of the DNN, PRM and NAR baselines (BCE / likelihood on logged feedback); their
+    # sizes are those of the experiment's `generator` group, so every method has the same width.
+    baseline_train: configs.StageConfig = dataclasses.field(default_factory=configs.StageConfig)
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise ValueError("ComparisonConfig.seeds is empty: give at least one seed.")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ComparisonConfig.seeds repeats a seed: {self.seeds}")
+        _check_subset("methods", self.methods, METHODS)
+        _check_subset("ablations", self.ablations, ABLATIONS)
+        for k in self.group_sizes:
+            if k < 2:
+                raise ValueError(
+                    f"ComparisonConfig.group_sizes has K={k}: a group needs at least 2 lists."
+                )
+        if not self.mge_ks or min(self.mge_ks) < 1:
+            raise ValueError(f"ComparisonConfig.mge_ks must be >= 1, got {self.mge_ks}")
+        if self.num_proposals < 1:
+            raise ValueError(
+                f"ComparisonConfig.num_proposals must be >= 1, got {self.num_proposals}"
+            )
+        if self.split not in ("validation", "test"):
+            raise ValueError(
+                f"ComparisonConfig.split must be validation or test, got {self.split!r}"
+            )
+        self.baseline_train.validate()
+
+
+def from_config_dict(config: Any, num_devices: int = 1):
+    """ConfigDict with a ``compare`` group -> (ExperimentConfig, ComparisonConfig), validated."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    values = dict(values)
+    if "compare" not in values:
+        raise ValueError(
+            "The comparison config needs a 'compare' group (see experiments/compare.py)."
+        )
+    compare_values = values.pop("compare")
+    experiment = configs.from_config_dict(values, num_devices)
+    comparison = configs._build(ComparisonConfig, compare_values, "compare.")
+    comparison.validate()
+    from goalrank_jax.comparison import training
+
+    training.goalrank_runs(experiment, comparison)  # every derived GRO setting is valid
+    if comparison.baseline_train.batch_size % num_devices:
+        raise ValueError(
+            f"compare.baseline_train.batch_size ({comparison.baseline_train.batch_size}) must be "
+            f"divisible by the number of devices ({num_devices})."
+        )
+    return experiment, comparison

@@ -1,0 +1,250 @@
+"""The comparison's baselines, MG-E pool, selection, aggregation and config checks; one smoke
+comparison end to end (every baseline trained, evaluated and reported; the rerun cached)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from goalrank_jax import configs, sampling
+from goalrank_jax.comparison import config as comparison_config
+from goalrank_jax.comparison import evaluation, report, training
+from goalrank_jax.models import baselines
+from tests import step_fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _backbone(**overrides):
+    kwargs = dict(
+        num_users=step_fixtures.NUM_USERS,
+        num_items=step_fixtures.NUM_ITEMS,
+        embed_dim=8,
+        num_layers=1,
+        num_heads=2,
+        ff_dim=8,
+        dropout=0.0,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def test_dnn_scores_each_candidate_on_its_own():
+    """A pointwise scorer: changing the other candidates leaves a candidate's score unchanged
+    (the PRM, a transformer over the set, does not have this property)."""
+    batch = step_fixtures.random_batch(batch_size=4, num_candidates=10)
+    dnn = baselines.DNNScorer(**_backbone())
+    params = dnn.init(jax.random.key(0), batch)
+    other = dict(batch)
+    items = batch["cand_items"].copy()
+    items[1:, 5:8] = (items[1:, 5:8] + 7) % step_fixtures.NUM_ITEMS
+    other["cand_items"] = items
+    a, b = dnn.apply(params, batch), dnn.apply(params, other)
+    np.testing.assert_allclose(np.asarray(a)[1:, :5], np.asarray(b)[1:, :5], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(a)[1:, 5:8], np.asarray(b)[1:, 5:8])
+
+
+def test_nar_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 2, 5)).astype(np.float32)
+    mask = np.ones((3, 5), bool)
+    mask[0, 4] = False
+    logged = np.array([[1, 2], [0, 4], [3, 1]], np.int32)
+    labels = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    expected = []
+    for b in range(3):
+        for t in range(2):
+            z = np.where(mask[b], logits[b, t], -np.inf)
+            p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            q = p[logged[b, t]]
+            expected.append(-(labels[b, t] * np.log(q) + (1 - labels[b, t]) * np.log(1 - q)))
+    got = baselines.nar_logged_list_loss(logits, logged, labels, mask)
+    np.testing.assert_allclose(float(got), np.mean(expected), rtol=1e-5)
+
+
+def test_nar_greedy_decoding_is_positionwise_argmax_without_repeats():
+    batch = step_fixtures.random_batch(batch_size=5, num_candidates=10, list_len=3)
+    nar = baselines.NARGenerator(max_list_len=3, **_backbone())
+    params = nar.init(jax.random.key(1), batch)
+    logits = np.asarray(nar.apply(params, batch))
+    assert logits.shape == (5, 3, 10)
+    lists = np.asarray(
+        sampling.decode(
+            evaluation.nar_decode_step(jnp.asarray(logits)), None, batch["cand_mask"], 3
+        )
+    )
+    for b in range(5):
+        taken = set()
+        for t in range(3):
+            allowed = [n for n in range(10) if batch["cand_mask"][b, n] and n not in taken]
+            assert lists[b, t] == max(allowed, key=lambda n: logits[b, t, n])
+            taken.add(int(lists[b, t]))
+
+
+def test_mge_pool_is_heterogeneous_and_nested():
+    pool = evaluation.mge_pool(30)
+    names = [e.name for e in pool]
+    assert len(set(names)) == 30
+    assert names[: len(evaluation.DETERMINISTIC_GENERATORS)] == list(
+        evaluation.DETERMINISTIC_GENERATORS
+    )
+    sampled = pool[len(evaluation.DETERMINISTIC_GENERATORS) :]
+    assert {(e.source, e.temperature) for e in sampled[:12]} == set(evaluation.SAMPLED_GENERATORS)
+    assert [e.name for e in evaluation.mge_pool(10)] == names[:10]  # k generators nest in k + 1
+
+
+def test_select_takes_the_highest_estimated_reward():
+    proposals = jnp.arange(2 * 4 * 3).reshape(2, 4, 3)
+    rewards = jnp.array([[0.1, 0.5, 0.2, 0.5], [-1.0, -2.0, -0.5, -3.0]])
+    picked = np.asarray(evaluation._select(proposals, rewards))
+    np.testing.assert_array_equal(picked, np.asarray(proposals)[[0, 1], [1, 2]])
+
+
+def test_summary_mean_and_sample_std():
+    per_seed = [{"a": {"m": 1.0}}, {"a": {"m": 2.0}}, {"a": {"m": 4.0}, "b": {"m": 3.0}}]
+    summary = report.summarize(per_seed)
+    assert summary["a"]["m"]["mean"] == pytest.approx(7 / 3)
+    assert summary["a"]["m"]["std"] == pytest.approx(
+        np.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    )
+    assert summary["b"]["m"] == {"mean": 3.0, "std": 0.0, "n": 1}
+
+
+def test_ordering_names_the_best_of_each_family():
+    def row(v):
+        return {"true_reward": {"mean": v, "std": 0.0, "n": 3}}
+
+    summary = {
+        "goalrank": row(0.5),
+        "mge@3": row(0.45),
+        "mge@20": row(0.47),
+        "pier_ge": row(0.40),
+        "nar4rec_ge": row(0.48),
+        "dnn": row(0.30),
+        "prm": row(0.35),
+    }
+    out = report.ordering(summary, "true_reward", ["mge@3", "mge@20"])
+    assert out["best"] == {
+        "goalrank": "goalrank",
+        "best MG-E": "mge@20",
+        "best G-E": "nar4rec_ge",
+        "best generator-only": "prm",
+    }
+    assert [c["holds"] for c in out["checks"]] == [True, False, True]
+
+
+def _comparison_values(**compare):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "experiments_compare", os.path.join(REPO, "experiments", "compare.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config("smoke")
+    for key, value in compare.items():
+        setattr(cfg.compare, key, value)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"methods": ("dnn", "xgboost")}, "unknown ['xgboost']"),
+        ({"group_sizes": (1, 4)}, "K=1"),
+        ({"seeds": ()}, "seeds is empty"),
+        ({"seeds": (1, 1)}, "repeats a seed"),
+        ({"mge_ks": (0, 3)}, "mge_ks must be >= 1"),
+        ({"split": "train"}, "validation or test"),
+    ],
+)
+def test_bad_comparison_configs_are_named(override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        comparison_config.from_config_dict(_comparison_values(**override))
+
+
+def test_a_derived_run_that_cannot_exist_is_named():
+    cfg = _comparison_values()
+    cfg.gro.auxiliary = ("logged", "retriever", "reward_greedy", "uniform")  # fills K = 4
+    with pytest.raises(ValueError, match="goalrank_mixed"):
+        comparison_config.from_config_dict(cfg)
+
+
+def test_goalrank_runs_share_no_settings_and_alias_the_default():
+    experiment, comparison = comparison_config.from_config_dict(_comparison_values())
+    runs = training.goalrank_runs(experiment, comparison)
+    names = [r.name for r in runs]
+    assert names[0] == "goalrank" and len(set(names)) == len(names)
+    assert f"goalrank_K{experiment.gro.group_size}" not in names  # the default run itself
+    aliases = training.same_run_aliases(experiment, comparison)
+    assert aliases[f"goalrank_K{experiment.gro.group_size}"] == "goalrank"
+    by_name = {r.name: r.gro for r in runs}
+    assert (
+        by_name["goalrank_wG0"].supervised_weight == 0
+        and by_name["goalrank_wG0"].reward_weight == 1
+    )
+    assert by_name["supervised_ar"].reward_weight == 0
+    assert by_name["goalrank_prob"].loss_form == "prob"
+    assert isinstance(by_name["goalrank_plackett_luce"], configs.GROConfig)
+
+
+@pytest.fixture(scope="module")
+def smoke_comparison(tmp_path_factory):
+    """Every method of the comparison on the smoke config, one seed, one ablation family."""
+    workdir = str(tmp_path_factory.mktemp("compare"))
+    command = [
+        sys.executable,
+        "-m",
+        "goalrank_jax.compare",
+        "--config=experiments/compare.py:smoke",
+        f"--workdir={workdir}",
+        "--config.compare.seeds=7",
+        "--config.compare.ablations=group_size",
+        "--config.compare.group_sizes=2",
+    ]
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return workdir, first.stdout, second.stdout
+
+
+def test_smoke_comparison_reports_every_baseline(smoke_comparison):
+    workdir, _, _ = smoke_comparison
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        document = json.load(f)
+    summary = document["summary"]
+    for row in ("dnn", "prm", "supervised_ar", "nar", "pier_ge", "nar4rec_ge", "goalrank"):
+        assert row in summary, row
+        assert 0.0 <= summary[row]["N@3"]["mean"] <= 1.0
+        assert np.isfinite(summary[row]["true_reward"]["mean"])
+    for k in (1, 3, 8):
+        assert f"mge@{k}" in summary and f"mge_no_rm@{k}" in summary
+    assert [p["k"] for p in document["mge_curve"]] == [1, 3, 8]
+    # Nested pools: the evaluator's estimate of the MG-E pick never falls as k grows, and the
+    # evaluator's own greedy list (the argmax of a pointwise DCG reward) is never beaten.
+    estimates = [summary[f"mge@{k}"]["rm_reward"]["mean"] for k in (1, 3, 8)]
+    assert estimates == sorted(estimates)
+    greedy = summary["reward_model_greedy"]["rm_reward"]["mean"]
+    assert all(summary[r]["rm_reward"]["mean"] <= greedy + 1e-5 for r in summary)
+    # The MG-E pool's first generator is the PRM's sort: MG-E with k = 1 is that list.
+    assert summary["mge@1"]["true_reward"]["mean"] == pytest.approx(
+        summary["prm"]["true_reward"]["mean"], rel=1e-6
+    )
+    with open(os.path.join(workdir, "comparison.md")) as f:
+        text = f.read()
+    for label in ("DNN", "PRM", "PIER-style G-E", "NAR4Rec-style G-E", "GoalRank", "MG-E, k = 3"):
+        assert label in text
+    for picture in ("mge_vs_k.png", "group_size.png"):
+        assert os.path.getsize(os.path.join(workdir, picture)) > 1000
+
+
+def test_rerun_is_served_from_the_cache(smoke_comparison):
+    _, first, second = smoke_comparison
+    assert "training steps" in first
+    assert "cached results" in second and "training steps" not in second
