@@ -9,6 +9,11 @@ Args (after the colon, comma-separated): ``smoke`` = tiny sizes and a few steps 
 (seconds); ``dataset=NAME`` = synthetic (default), ml100k, ml1m, amazon_book or kuairand. Real
 datasets read their raw files from ``--config.data.manual_dir`` (see goalrank_jax/data/real_data.py
 for the file names and where to download them) and add the held-out simulator stage.
+``size=NAME`` = a generator size preset of goalrank_jax/presets.py (0.01m .. 300m; applied after
+``smoke``, so ``smoke,size=1m`` is tiny data with a 1M generator); ``variant=prefix|fast`` = the
+generator variant. A preset's depth depends on the variant, so choose the variant here
+(``:size=10m,variant=fast``) rather than with ``--config.generator.variant``, which would keep
+the prefix variant's depth. Counts: ``python -m goalrank_jax.param_count --config=...``.
 Every field is documented in goalrank_jax/configs.py; the values here differ from the paper's
 (D=128, K=20, batch 512, 200 epochs) only to fit the default run in about 20 minutes on a
 2-core CPU. Override any of them with --config.<field>=<value>.
@@ -16,31 +21,53 @@ Every field is documented in goalrank_jax/configs.py; the values here differ fro
 
 import ml_collections
 
-from goalrank_jax import configs
+from goalrank_jax import configs, presets
 
 REAL_DATASETS = ("ml100k", "ml1m", "amazon_book", "kuairand")
 
 
-def parse_args(arg: str) -> tuple[str, bool]:
-    """'smoke', 'dataset=ml100k', 'dataset=ml100k,smoke' -> (dataset, smoke)."""
-    dataset, smoke = "synthetic", False
+def parse_all_args(arg: str) -> dict:
+    """'dataset=ml100k,smoke,size=1m,variant=fast' -> {dataset, smoke, size, variant}
+    (size / variant None when not given)."""
+    args = {"dataset": "synthetic", "smoke": False, "size": None, "variant": None}
     for part in filter(None, (p.strip() for p in arg.split(","))):
+        name, _, value = part.partition("=")
         if part == "smoke":
-            smoke = True
-        elif part.startswith("dataset="):
-            dataset = part.split("=", 1)[1]
-            if dataset not in ("synthetic",) + REAL_DATASETS:
+            args["smoke"] = True
+        elif name == "dataset" and value:
+            if value not in ("synthetic",) + REAL_DATASETS:
                 raise ValueError(
-                    f"Unknown dataset {dataset!r} in config arg; use synthetic or one of "
+                    f"Unknown dataset {value!r} in config arg; use synthetic or one of "
                     f"{REAL_DATASETS}."
                 )
+            args["dataset"] = value
+        elif name == "size" and value:
+            presets.get_preset(value)  # raises, listing the valid presets
+            args["size"] = value
+        elif name == "variant" and value:
+            if value not in configs.GENERATOR_VARIANTS:
+                raise ValueError(
+                    f"Unknown variant {value!r} in config arg; use one of "
+                    f"{configs.GENERATOR_VARIANTS}."
+                )
+            args["variant"] = value
         else:
-            raise ValueError(f"Unknown config arg {part!r}; use 'smoke' and/or 'dataset=NAME'.")
-    return dataset, smoke
+            raise ValueError(
+                f"Unknown config arg {part!r}; use 'smoke', 'dataset=NAME', 'size=NAME' and/or "
+                "'variant=NAME'."
+            )
+    return args
+
+
+def parse_args(arg: str) -> tuple[str, bool]:
+    """'smoke', 'dataset=ml100k', 'dataset=ml100k,smoke' -> (dataset, smoke)."""
+    args = parse_all_args(arg)
+    return args["dataset"], args["smoke"]
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    dataset, smoke = parse_args(arg)
+    args = parse_all_args(arg)
+    dataset, smoke = args["dataset"], args["smoke"]
     cfg = ml_collections.ConfigDict(configs.to_dict(configs.ExperimentConfig()))
     cfg.seed = 999  # Base PRNG seed (model init, sampling, dropout).
     cfg.prng_impl = "rbg"  # Fast dropout masks on CPU (threefry2x32 for mesh-independent bits).
@@ -132,4 +159,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cfg.simulator.train.select_metric = "validation/simulator/AUC"
         cfg.reward_model.train.eval_every = 0 if smoke else 250
         cfg.reward_model.train.select_metric = "validation/reward_model_greedy/AUC"
+    if args["variant"]:
+        cfg.generator.variant = args["variant"]
+    if args["size"]:
+        # Width and depth of the preset for the chosen variant; dropout and dtype are kept.
+        cfg.generator.update(presets.get_preset(args["size"]).model_fields(cfg.generator.variant))
     return cfg

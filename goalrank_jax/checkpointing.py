@@ -9,6 +9,11 @@ while deleting never leaves a half-deleted step directory behind.
 
 Nothing is read through pickle: arrays are tensorstore (zarr / OCDBT) files, the tree structure
 and the data state are JSON.
+
+Several processes (multi-host): every process calls ``save`` and ``restore`` with the same step,
+on a directory they all see. Orbax writes each array's shards from the process that holds them
+and the metadata and JSON data from process 0. It restores into the shardings of the abstract
+state, so a checkpoint written on one mesh or process count restores on another.
 """
 
 from __future__ import annotations

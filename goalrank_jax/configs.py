@@ -13,6 +13,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from goalrank_jax import sharding
 from goalrank_jax.data.retriever import RetrieverConfig
 from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 
@@ -260,6 +261,32 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The ('data', 'fsdp') device mesh of every stage (goalrank_jax/sharding.py).
+
+    The batch of every stage is split over data x fsdp devices; parameters and optimizer state
+    are split over the fsdp devices (large arrays only) and replicated over data. data x fsdp
+    must equal the number of devices of all processes together.
+    """
+
+    # Data-parallel groups; -1 or 0 = every device the fsdp axis leaves (the default: pure data
+    # parallelism over all devices).
+    data: int = -1
+    # Devices that split each large parameter / optimizer-state array (FSDP); 1 = replicated,
+    # -1 or 0 = every device the data axis leaves.
+    fsdp: int = 1
+    # Arrays with fewer elements stay replicated even when fsdp > 1 (their all-gather costs more
+    # than the memory it saves).
+    fsdp_min_size: int = 2**14
+
+    def validate(self, num_devices: int = 1) -> None:
+        """Raises ValueError naming mesh.data / mesh.fsdp when they cannot tile
+        ``num_devices``."""
+        _positive(self, "fsdp_min_size")
+        sharding.resolve_mesh_shape(self.data, self.fsdp, num_devices, ("mesh.data", "mesh.fsdp"))
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     seed: int = 999  # Base PRNG seed of model init, sampling and dropout.
     # PRNG implementation of every key derived from `seed`. threefry2x32 gives the same random
@@ -273,9 +300,11 @@ class ExperimentConfig:
     gro: GROConfig = dataclasses.field(default_factory=GROConfig)
     train: StageConfig = dataclasses.field(default_factory=StageConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def validate(self, num_devices: int = 1) -> None:
-        """Raises ValueError naming the field of the first impossible value."""
+        """Raises ValueError naming the field of the first impossible value; ``num_devices`` is
+        the number of devices of all processes together."""
         _one_of(self, "prng_impl", PRNG_IMPLS)
         self.data.validate()
         self.reward_model.validate()
@@ -300,6 +329,7 @@ class ExperimentConfig:
                 f"eval.batch_size ({self.eval.batch_size}) must be divisible by the number of "
                 f"devices ({num_devices})."
             )
+        self.mesh.validate(num_devices)
 
 
 def _build(cls: type, values: Mapping[str, Any], path: str) -> Any:
@@ -353,6 +383,7 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "GROConfig",
+    "MeshConfig",
     "ModelConfig",
     "OptimConfig",
     "RetrieverConfig",

@@ -1,4 +1,5 @@
-"""Metrics output: JSON lines and TensorBoard event files (process 0 only)."""
+"""Metrics output: JSON lines and TensorBoard event files (process 0 only; the other processes
+of a multi-host run get a writer that drops everything)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 from typing import Any
 
 import jax
-from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -17,6 +17,9 @@ class MetricWriter:
         self._jsonl = None
         self._tb = None
         if self.enabled:
+            # Imported here: tensorboardX loads torch (seconds), which the other processes skip.
+            from tensorboardX import SummaryWriter
+
             os.makedirs(workdir, exist_ok=True)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -57,13 +57,16 @@ def train_and_evaluate(
 ) -> dict[str, float]:
     """Runs every stage and returns the final results (also written to results.json)."""
     start = time.time()
-    mesh = sharding.make_mesh()
-    config.validate(mesh.devices.size)  # before anything is written
+    config.validate(jax.device_count())  # before anything is written
+    mesh = sharding.mesh_from_config(config.mesh)
+    min_size = config.mesh.fsdp_min_size
+    log_fn(f"[mesh] {dict(mesh.shape)} over {jax.process_count()} process(es)")
     os.makedirs(workdir, exist_ok=True)
-    config_path = os.path.join(workdir, "config.json")
-    with open(config_path + ".tmp", "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    os.replace(config_path + ".tmp", config_path)
+    if sharding.process_is_chief():
+        config_path = os.path.join(workdir, "config.json")
+        with open(config_path + ".tmp", "w") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2)
+        os.replace(config_path + ".tmp", config_path)
     writer = MetricWriter(workdir)
     dataset = prepare_data(config, workdir, log_fn)
     list_len = dataset.list_len
@@ -81,6 +84,7 @@ def train_and_evaluate(
             init_batch,
             jax.random.fold_in(base_key, 1),
             mesh,
+            fsdp_min_size=min_size,
         )
         log_fn(f"[{REWARD_STAGE}] {_param_count(rm_state.params):,} parameters")
         simulator = simulator_params = simulator_auc = None
@@ -106,7 +110,11 @@ def train_and_evaluate(
             batches = pipeline.eval_batches(
                 dataset.sources[split], config.eval.batch_size, config.eval.max_examples
             )
-            results = evaluation(gen_params, rm_params, batches, simulator_params)
+            # The evaluation is compiled for replicated parameters: gather FSDP-split ones.
+            gen_params, rm_params, sim_params = sharding.put_replicated(
+                (gen_params, rm_params, simulator_params), mesh
+            )
+            results = evaluation(gen_params, rm_params, batches, sim_params)
             return {f"{split}/{k}": v for k, v in results.items()}
 
         rm_state = train_stage(
@@ -132,7 +140,9 @@ def train_and_evaluate(
         gen_params = generator.init(jax.random.fold_in(base_key, 3), init_batch)
         log_fn(f"[{GENERATOR_STAGE}] {_param_count(gen_params):,} parameters")
         optimizer = ts.make_optimizer(config.train.optim)
-        gen_state = sharding.put_replicated(ts.create_state(gen_params, optimizer, frozen_rm), mesh)
+        gen_state = ts.create_state(gen_params, optimizer, frozen_rm)
+        gen_sharding = sharding.state_sharding(gen_state, mesh, min_size)
+        gen_state = sharding.put_tree(gen_state, gen_sharding)
         gen_step = ts.compile_step(
             functools.partial(
                 ts.goalrank_train_step,
@@ -141,7 +151,7 @@ def train_and_evaluate(
                 optimizer=optimizer,
                 gro=config.gro,
             ),
-            repl,
+            gen_sharding,
             batch_shard,
             repl,
         )
@@ -187,23 +197,34 @@ def train_and_evaluate(
     return results
 
 
-def _evaluator_stage(kind, model_config, optim_config, dataset, init_batch, key, mesh):
+def _evaluator_stage(
+    kind,
+    model_config,
+    optim_config,
+    dataset,
+    init_batch,
+    key,
+    mesh,
+    fsdp_min_size: int = sharding.FSDP_MIN_SIZE,
+):
     """A list scorer trained by BCE on logged feedback (the reward model or the simulator):
-    returns (evaluator, freshly initialised placed state, compiled train step)."""
+    returns (evaluator, freshly initialised state placed by ``sharding.state_sharding``,
+    compiled train step)."""
     list_len = dataset.list_len
     module = make_reward_model(kind, model_config, dataset.num_users, dataset.num_items, list_len)
     evaluator = policies.Evaluator(module, kind)
     optimizer = ts.make_optimizer(optim_config)
     params = evaluator.init(key, init_batch, list_len)
-    state = sharding.put_replicated(ts.create_state(params, optimizer), mesh)
-    repl = sharding.replicated(mesh)
+    state = ts.create_state(params, optimizer)
+    state_sharding = sharding.state_sharding(state, mesh, fsdp_min_size)
+    state = sharding.put_tree(state, state_sharding)
     step = ts.compile_step(
         functools.partial(
             ts.reward_model_train_step, evaluator=evaluator, optimizer=optimizer, list_len=list_len
         ),
-        repl,
+        state_sharding,
         sharding.batch_sharding(mesh),
-        repl,
+        sharding.replicated(mesh),
     )
     return evaluator, state, step
 
@@ -221,6 +242,7 @@ def _train_simulator(config, dataset, init_batch, workdir, mesh, writer, log_fn)
         init_batch,
         jax.random.fold_in(sim_key, 1),
         mesh,
+        fsdp_min_size=config.mesh.fsdp_min_size,
     )
     log_fn(f"[{SIMULATOR_STAGE}] {_param_count(state.params):,} parameters (list-aware, held out)")
     click_auc = evaluate_lib.LoggedClickAUC(simulator, dataset.list_len)
@@ -229,7 +251,9 @@ def _train_simulator(config, dataset, init_batch, workdir, mesh, writer, log_fn)
         batches = pipeline.eval_batches(
             dataset.sources["validation"], config.eval.batch_size, config.eval.max_examples
         )
-        return {"validation/simulator/AUC": click_auc(state.params, batches)}
+        # Replicated parameters: the AUC's jit has no shardings and fetches its outputs.
+        params = sharding.put_replicated(state.params, mesh)
+        return {"validation/simulator/AUC": click_auc(params, batches)}
 
     state = train_stage(
         name=SIMULATOR_STAGE,

@@ -7,7 +7,8 @@ What the loop guarantees when things go wrong (tests and figures: docs/reliabili
   (``fold_in(base_key, step)``), so a resumed run equals an uninterrupted one bit for bit. The
   evaluation due at a step runs before that step's checkpoint is written, so a checkpoint of
   step s implies that the evaluation (and model selection) of step s is done.
-* Stopped (SIGTERM): at the next step boundary the stage finishes the work due at that step,
+* Stopped (SIGTERM): at the next step boundary (with several processes: the next log or
+  checkpoint step, all processes together) the stage finishes the work due at that step,
   saves a checkpoint of the step if none was due, waits for it and raises
   :class:`TrainingInterrupted` (``main`` exits with code 143); rerunning resumes exactly.
   Outside a stage's loop (data preparation, the final evaluation) SIGTERM keeps its default
@@ -21,6 +22,10 @@ What the loop guarantees when things go wrong (tests and figures: docs/reliabili
   non-finite parameters, and after ``max_nonfinite_steps`` consecutive non-finite steps
   (noticed at the next fetch) the stage raises :class:`NonFiniteTrainingError` (``main`` exits
   with code 3); its latest checkpoint then holds the last good state.
+
+Several processes run the loop in lockstep on the same global mesh: each feeds its own rows of
+every batch and all take part in every checkpoint save; ``main``'s ``log_fn`` and the
+``MetricWriter`` write on process 0 only.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from goalrank_jax import checkpointing, sharding
 from goalrank_jax.metric_writer import MetricWriter
@@ -70,6 +76,18 @@ def _sigterm_requests() -> Iterator[threading.Event]:
         yield requested
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _stop_agreed(requested: bool, at_boundary: bool) -> bool:
+    """Whether to stop at this step. One process: as soon as SIGTERM arrived. Several: only
+    where every process asks the others (log and checkpoint steps), and then all stop together
+    if any received it, so the stop checkpoint is saved by all of them."""
+    if jax.process_count() == 1:
+        return requested
+    if not at_boundary:
+        return False
+    flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
+    return bool(np.any(flags))
 
 
 @jax.jit
@@ -123,7 +141,8 @@ def train_stage(
       state: freshly initialised, placed state (used as the restore target when resuming).
       step_fn: compiled ``(state, batch, key) -> (state, metrics)``; the metrics ``loss`` and
         ``skipped`` (if present) feed the non-finite guard.
-      dataset: indexable grain dataset of training batches (see ``data.pipeline``).
+      dataset: indexable grain dataset of this process's rows of the training batches (see
+        ``data.pipeline.train_dataset``); every process runs the stage in lockstep.
       stage_config: ``StageConfig``.
       eval_fn: optional ``state -> metrics`` run every ``eval_every`` steps and at the end.
       config_path: where ``stage_config`` sits in the experiment config (e.g. ``train``), to
@@ -176,7 +195,7 @@ def train_stage(
             window: list[dict] = []
             window_start, window_steps = time.time(), 0
             for step in range(start_step, num_steps):
-                batch = sharding.put_batch(next(iterator), mesh)
+                batch = sharding.put_local_batch(next(iterator), mesh)
                 state, metrics = step_fn(state, batch, base_key)
                 pending.append(metrics)
                 window_steps += 1
@@ -186,7 +205,7 @@ def train_stage(
                 save_now = done % stage_config.checkpoint_every == 0 or final
                 every = stage_config.eval_every
                 eval_now = eval_fn is not None and ((every and done % every == 0) or final)
-                stopping = stop_requested.is_set()
+                stopping = _stop_agreed(stop_requested.is_set(), log_now or save_now)
                 if log_now or save_now or stopping:
                     host = jax.device_get(pending)
                     pending = []
@@ -244,7 +263,8 @@ def train_stage(
                         f"latest checkpoint: step {ckpt.latest_step()} in {ckpt.directory}. "
                         "Rerun the same command to resume."
                     )
-            if stop_requested.is_set():  # arrived during the evaluation of the last step
+            # Arrived during the evaluation of the last step (every process has saved it).
+            if _stop_agreed(stop_requested.is_set(), True):
                 ckpt.wait()
                 raise TrainingInterrupted(
                     f"[{name}] SIGTERM received: the stage finished at step {num_steps} "

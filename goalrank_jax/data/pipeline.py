@@ -2,9 +2,10 @@
 
 Examples hold int ids padded with -1; :func:`to_model_batch` adds the boolean masks the models
 use (``history_mask``, ``cand_mask``) and float labels. Training batches come from a shuffled,
-repeated grain ``MapDataset`` whose iterator state is checkpointed with the train state.
-Evaluation batches cover every example of a split once, the last batch padded and flagged by
-``example_mask`` so nothing is dropped.
+repeated grain ``MapDataset`` whose iterator state is checkpointed with the train state; with
+several processes each reads only its own rows of every global batch. Evaluation batches cover
+every example of a split once, the last batch padded and flagged by ``example_mask`` so nothing
+is dropped; every process reads the same (global) evaluation batches.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from goalrank_jax.data import real_data, synthetic_builder
 
@@ -35,12 +38,22 @@ class Dataset:
 
 
 def load_dataset(data_config, data_dir: str, log_fn: Callable[[str], None] = print) -> Dataset:
-    """Prepares the dataset named by ``data_config.dataset`` if needed and opens its splits."""
+    """Prepares the dataset named by ``data_config.dataset`` if needed and opens its splits.
+
+    With several processes, process 0 prepares first and the others after a barrier: on a
+    filesystem shared by all hosts they find the files ready, on per-host disks each prepares
+    its own (deterministic) copy.
+    """
     synthetic = data_config.dataset == "synthetic"
-    if synthetic:
-        builder = synthetic_builder.prepare(data_config, data_dir, log_fn)
+    prepare = synthetic_builder.prepare if synthetic else real_data.prepare
+    if jax.process_count() == 1:
+        builder = prepare(data_config, data_dir, log_fn)
     else:
-        builder = real_data.prepare(data_config, data_dir, log_fn)
+        if jax.process_index() == 0:
+            builder = prepare(data_config, data_dir, log_fn)
+        multihost_utils.sync_global_devices(f"prepared {data_dir}")
+        if jax.process_index() != 0:
+            builder = prepare(data_config, data_dir, log_fn)
     sources = builder.as_data_source()
     meta = builder.info.metadata
     return Dataset(
@@ -70,34 +83,61 @@ def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
-def train_dataset(source, batch_size: int, seed: int) -> grain.MapDataset:
-    """Shuffled (reshuffled every epoch), repeated, batched training data.
+def train_dataset(
+    source,
+    batch_size: int,
+    seed: int,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.MapDataset:
+    """Shuffled (reshuffled every epoch), repeated, batched training data of one process.
 
-    Indexable by step: element ``s`` is the batch of step ``s``.
+    Indexable by step: element ``s`` is this process's rows of the global batch of step ``s``,
+    [batch_size / process_count, ...]. The global batch is the same whatever the process count:
+    process p holds its rows p * b .. (p + 1) * b - 1 (b = batch_size / process_count), which is
+    where ``sharding.put_local_batch`` places them on a process-major mesh, so a multi-process
+    run sees exactly the batches of a one-process run. ``process_index`` / ``process_count``
+    default to JAX's.
     """
     if len(source) < batch_size:
         raise ValueError(
             f"The train split has {len(source)} examples, fewer than batch_size {batch_size}."
         )
-    return (
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if batch_size % count:
+        raise ValueError(
+            f"batch_size {batch_size} must be divisible by the number of processes ({count})."
+        )
+    # Batching the shuffled stream by b and taking every count-th batch from `index` gives the
+    # contiguous blocks of the global batches; each process reads only its own examples.
+    local = (
         grain.MapDataset.source(source)
         .seed(seed)
         .shuffle()
         .repeat(None)
-        .batch(batch_size, drop_remainder=True, batch_fn=_stack)
-        .map(to_model_batch)
+        .batch(batch_size // count, drop_remainder=True, batch_fn=_stack)
     )
+    if count > 1:
+        local = local[index::count]
+    return local.map(to_model_batch)
 
 
 def train_iterator(dataset: grain.MapDataset) -> grain.DatasetIterator:
-    """Checkpointable iterator (``get_state`` / ``set_state``) over :func:`train_dataset`."""
+    """Checkpointable iterator (``get_state`` / ``set_state``) over :func:`train_dataset`.
+
+    Its state is the next step's index, the same on every process, so the one copy that the
+    checkpoint keeps (written by process 0) restores every process."""
     return iter(dataset.to_iter_dataset())
 
 
 def eval_batches(source, batch_size: int, max_examples: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Every example of a split in order, in batches of exactly ``batch_size``.
+    """Every example of a split in order, in global batches of exactly ``batch_size``.
 
-    The last batch is padded by repeating its first example with ``example_mask`` False.
+    The last batch is padded by repeating its first example with ``example_mask`` False. Every
+    process yields the same batches (``sharding.put_batch`` gives each device its rows), so
+    host-side reductions over them agree across processes.
     """
     total = len(source) if max_examples <= 0 else min(max_examples, len(source))
     for start in range(0, total, batch_size):

@@ -1,0 +1,561 @@
+"""The scaling-law study in one command: GoalRank at every size preset, same data and budget.
+
+    python -m goalrank_jax.scaling --config=experiments/scaling.py --workdir=runs/scaling
+    python -m goalrank_jax.scaling --config=experiments/scaling.py --workdir=runs/scaling \
+        --sizes=0.1m,0.3m,1m --variants=prefix,fast --mge_results=runs/compare/comparison.json
+
+For every (size, variant), smallest size first, ``run.train_and_evaluate`` trains and evaluates
+the whole pipeline in ``<workdir>/<variant>_<size>/`` with the generator of that preset
+(goalrank_jax/presets.py); everything else (data, reward model, GRO settings, steps, batch) is
+the experiment config's, the same for every run. The dataset is prepared once
+(``<workdir>/tfds`` or ``data.data_dir``). With ``scaling.share_reward_model`` the first run
+trains the reward model and its finished ``reward_model/`` checkpoint directory is copied into
+every later run, whose reward-model stage is then restored and skipped.
+
+Resuming: a run with ``results.json`` is served from it; an interrupted run resumes from its
+checkpoints; a run directory whose ``config.json`` differs from the current config is an error
+(use another workdir). Outputs: ``scaling.md`` (table), ``scaling.json`` and ``scaling.png``
+(quality versus non-embedding parameters on a log axis, one line per variant; with
+``--mge_results`` a second panel with the MG-E curve versus the number of generators k).
+The report also covers finished runs of the same study in the workdir that this invocation did
+not plan (e.g. ``--sizes=1m,3m --variants=fast`` after the main sweep). ``--report_only``
+rewrites the outputs from the finished runs. Multi-host: main's ``--jax_distributed`` flags;
+the workdir must be a directory every host sees, and only process 0 copies and writes files.
+Exit codes as ``goalrank_jax.main``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from jax.experimental import multihost_utils
+
+from goalrank_jax import configs, presets, run
+from goalrank_jax import main as main_lib
+from goalrank_jax.checkpointing import CheckpointError
+from goalrank_jax.data.raw_formats import RawDataError
+from goalrank_jax.train import NonFiniteTrainingError, TrainingInterrupted, format_duration
+
+_CONFIG = main_lib._CONFIG
+_WORKDIR = main_lib._WORKDIR
+_SIZES = flags.DEFINE_list("sizes", None, "Size presets to train (default: scaling.sizes).")
+_VARIANTS = flags.DEFINE_list("variants", None, "Generator variants (default: scaling.variants).")
+_MGE = flags.DEFINE_string("mge_results", None, "comparison.json with an MG-E curve to plot.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report from runs done.")
+
+RESULTS_FILE = "results.json"
+RUN_INFO_FILE = "scaling_run.json"  # Seconds of the run and where its reward model came from.
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingConfig:
+    """The ``scaling`` group of experiments/scaling.py (which documents each field)."""
+
+    sizes: tuple[str, ...] = ("0.01m", "0.03m", "0.1m", "0.3m")  # Names of presets.PRESETS.
+    variants: tuple[str, ...] = configs.GENERATOR_VARIANTS  # Each size is trained for each.
+    mge_results: str = ""  # comparison.json of goalrank_jax.compare ("" = no MG-E panel).
+    metric: str = "test/true_reward"  # The plot's y axis: a results.json key.
+    share_reward_model: bool = True  # Train the reward model once, copy it into every run.
+
+    def validate(self) -> None:
+        if not self.sizes or not self.variants:
+            raise ValueError("ScalingConfig.sizes and .variants must each name at least one.")
+        presets.sorted_names(self.sizes)  # raises on an unknown preset, listing the valid ones
+        for variant in self.variants:
+            if variant not in configs.GENERATOR_VARIANTS:
+                raise ValueError(
+                    f"ScalingConfig.variants has {variant!r}; use {configs.GENERATOR_VARIANTS}."
+                )
+        if not self.metric.startswith("test/"):
+            raise ValueError(f"ScalingConfig.metric must be a test/ metric, got {self.metric!r}")
+
+
+def from_config_dict(config, num_devices: int = 1, **overrides):
+    """ConfigDict with a ``scaling`` group -> (ExperimentConfig, ScalingConfig); ``overrides``
+    (sizes, variants, mge_results; None = keep) replace fields of the scaling group."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    scaling = dict(values.pop("scaling", {}))
+    scaling.update({k: v for k, v in overrides.items() if v is not None})
+    for name in ("sizes", "variants"):
+        if name in scaling:
+            scaling[name] = tuple(scaling[name])
+    study = ScalingConfig(**scaling)
+    study.validate()
+    return configs.from_config_dict(values, num_devices), study
+
+
+def run_config(experiment: configs.ExperimentConfig, size: str, variant: str):
+    """The experiment with the generator of preset ``size`` for ``variant``."""
+    generator = presets.apply_preset(experiment.generator, size, variant)
+    return dataclasses.replace(experiment, generator=generator)
+
+
+def run_name(size: str, variant: str) -> str:
+    return f"{variant}_{size}"
+
+
+def _read_json(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _as_json(config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two config dicts."""
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _check_run_dir(run_dir: str, config) -> None:
+    saved = _read_json(os.path.join(run_dir, "config.json"))
+    if saved is None:
+        return
+    differences = config_differences(saved, _as_json(config))
+    if differences:
+        raise ValueError(
+            f"{run_dir} holds a run of another config (fields {', '.join(differences)}); use a "
+            "new --workdir or remove that directory."
+        )
+
+
+def _reward_model_key(config: dict) -> str:
+    """What the reward model's training depends on (everything but the generator and GRO)."""
+    keys = ("seed", "prng_impl", "data", "reward_model", "eval")
+    return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
+
+
+def share_reward_model(workdir: str, run_dir: str, config) -> str | None:
+    """Copies a finished reward model of a run in ``workdir`` with the same reward-model config
+    into ``run_dir`` (which has none yet); returns the source run directory or None."""
+    target = os.path.join(run_dir, run.REWARD_STAGE)
+    if os.path.exists(target):
+        return None
+    key = _reward_model_key(_as_json(config))
+    for name in sorted(os.listdir(workdir)):
+        source = os.path.join(workdir, name)
+        saved = _read_json(os.path.join(source, "config.json"))
+        finished = os.path.exists(os.path.join(source, RESULTS_FILE))
+        stage = os.path.join(source, run.REWARD_STAGE)
+        if source == run_dir or saved is None or not finished or not os.path.isdir(stage):
+            continue
+        if _reward_model_key(saved) != key:
+            continue
+        os.makedirs(run_dir, exist_ok=True)
+        # Copy then rename: an interrupted copy never looks like a checkpoint.
+        partial = target + ".copying"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(stage, partial)
+        os.replace(partial, target)
+        return source
+    return None
+
+
+def step_time_s(run_dir: str) -> float:
+    """Median seconds per generator step over the logged windows, the first one (which
+    includes the compilation) left out when there are others; NaN without windows."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return float("nan")
+    rates = []
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            if "generator/steps_per_second" in row:
+                rates.append(row["generator/steps_per_second"])
+    rates = rates[1:] if len(rates) > 1 else rates
+    return 1.0 / statistics.median(rates) if rates else float("nan")
+
+
+def estimate_seconds_left(
+    done: Sequence[tuple[str, float, float]], remaining: Sequence[tuple[str, float]]
+) -> float | None:
+    """Rough time left: per variant a least-squares line seconds = a + b * params through the
+    finished runs (variant, params, seconds); one finished run scales in proportion to params;
+    a variant without runs borrows the others'. None when nothing has finished."""
+    if not done:
+        return None
+
+    def predictor(points):
+        params = np.array([p for p, _ in points], float)
+        seconds = np.array([s for _, s in points], float)
+        if len(set(params)) >= 2:
+            slope, intercept = np.polyfit(params, seconds, 1)
+            if slope > 0:
+                return lambda p: max(intercept + slope * p, seconds.min())
+        ref = int(np.argmax(params))
+        return lambda p: seconds[ref] * max(p / params[ref], 1.0)
+
+    pooled = predictor([(p, s) for _, p, s in done])
+    by_variant = {}
+    for variant in {v for v, _, _ in done}:
+        by_variant[variant] = predictor([(p, s) for v, p, s in done if v == variant])
+    return float(sum(by_variant.get(v, pooled)(p) for v, p in remaining))
+
+
+def _quality_columns(list_len: int) -> list[tuple[str, str]]:
+    names = ("true_reward", "oracle_fraction", f"N@{list_len}", f"H@{list_len}")
+    return [(f"test/{n}", n.replace("_", " ")) for n in names]
+
+
+def mge_points(mge: dict | None, metric: str) -> list[tuple[int, float, float]]:
+    """(k, mean, std) of ``metric`` along the comparison's MG-E curve, by k."""
+    points = []
+    for point in (mge or {}).get("mge_curve", []):
+        value = point["metrics"].get(metric)
+        if value is not None:
+            points.append((int(point["k"]), float(value["mean"]), float(value.get("std", 0.0))))
+    return sorted(points)
+
+
+def trend_lines(records: list[dict], metric: str) -> list[str]:
+    """Per variant: the metric at the smallest and the largest size, and at how many steps up
+    in size it rose."""
+    lines = []
+    for variant in dict.fromkeys(r["variant"] for r in records):
+        rows = sorted(
+            (r for r in records if r["variant"] == variant), key=lambda r: r["params_non_embedding"]
+        )
+        values = [r["results"].get(metric, float("nan")) for r in rows]
+        first, last = values[0], values[-1]
+        rises = sum(b > a for a, b in zip(values, values[1:], strict=False))
+        change = 100 * (last - first) / abs(first) if first else float("nan")
+        lines.append(
+            f"- {variant}: {metric} {first:.4f} at {rows[0]['size']} -> {last:.4f} at "
+            f"{rows[-1]['size']} ({change:+.1f} %); rises at {rises} of {len(values) - 1} steps "
+            "up in size"
+        )
+    return lines
+
+
+def plot(path: str, records: list[dict], metric: str, references: dict, mge_curve) -> None:
+    """Quality versus non-embedding parameters (log x), one line per variant; a second panel
+    with the MG-E curve versus k when given (same y axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if mge_curve else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), sharey=True, squeeze=False)
+    ax = axes[0][0]
+    for variant in dict.fromkeys(r["variant"] for r in records):
+        rows = sorted(
+            (r for r in records if r["variant"] == variant), key=lambda r: r["params_non_embedding"]
+        )
+        xs = [r["params_non_embedding"] for r in rows]
+        ys = [r["results"].get(metric, float("nan")) for r in rows]
+        ax.plot(xs, ys, marker="o", label=f"GoalRank ({variant})")
+        for x, y, r in zip(xs, ys, rows, strict=True):
+            ax.annotate(r["size"], (x, y), textcoords="offset points", xytext=(3, 5), fontsize=7)
+    if "reward_model_greedy" in references:
+        ax.axhline(
+            references["reward_model_greedy"], ls=":", color="gray", label="reward-model greedy"
+        )
+    if mge_curve:
+        k, best, _ = max(mge_curve, key=lambda p: p[1])
+        ax.axhline(best, ls="--", color="C3", label=f"best MG-E (k={k})")
+        right = axes[0][1]
+        right.errorbar(
+            [p[0] for p in mge_curve],
+            [p[1] for p in mge_curve],
+            yerr=[p[2] for p in mge_curve],
+            marker="s",
+            color="C3",
+            capsize=3,
+            label="MG-E + reward model",
+        )
+        right.set_xscale("log")
+        right.set_xlabel("number of generators k (MG-E)")
+        right.set_title("MG-E versus k")
+        right.legend(fontsize=8)
+        right.grid(alpha=0.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("generator parameters (non-embedding)")
+    ax.set_ylabel(metric)
+    ax.set_title("GoalRank versus generator size (fixed data and budget)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+
+
+def write_report(workdir, records, *, experiment, study, vocabulary, mge, command) -> dict:
+    """Writes scaling.md, scaling.json and scaling.png under ``workdir``; returns the JSON."""
+    list_len, metric = experiment.data.list_len, study["metric"]
+    columns = _quality_columns(list_len)
+    budget = {
+        "generator_steps": experiment.train.num_steps,
+        "batch_size": experiment.train.batch_size,
+        "requests_seen": experiment.train.num_steps * experiment.train.batch_size,
+        "group_size": experiment.gro.group_size,
+        "learning_rate": experiment.train.optim.learning_rate,
+        "reward_weight": experiment.gro.reward_weight,
+        "supervised_weight": experiment.gro.supervised_weight,
+        "reward_model_steps": experiment.reward_model.train.num_steps,
+    }
+    first = records[0]["results"]
+    references = {}
+    for policy in ("reward_model_greedy", "logged", "true_relevance_sort", "oracle", "random"):
+        if f"test/{policy}/{metric.split('/', 1)[1]}" in first:
+            references[policy] = first[f"test/{policy}/{metric.split('/', 1)[1]}"]
+    curve = mge_points(mge, metric)
+    plot(os.path.join(workdir, "scaling.png"), records, metric, references, curve)
+    lines = [
+        f"# GoalRank scaling study ({experiment.data.dataset})",
+        "",
+        f"Command: `{command}`" if command else "",
+        "",
+        "Budget, the same for every run: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items())
+        + f". Vocabulary: {vocabulary['num_users']:,} users, {vocabulary['num_items']:,} items"
+        f"; N={experiment.data.num_candidates}, L={list_len}. Parameters from `jax.eval_shape` "
+        "of the generator's init; embedding = item / user / label tables and item bias. Step "
+        "time: median of the logged windows after the first (compilation).",
+        "",
+        "| variant | preset | params (non-emb) | params (total) | "
+        + " | ".join(label for _, label in columns)
+        + " | step (s) | wall time | reward model |",
+        "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r["variant"], r["params_non_embedding"])):
+        cells = [f"{r['results'].get(key, float('nan')):.4f}" for key, _ in columns]
+        lines.append(
+            f"| {r['variant']} | {r['size']} | {r['params_non_embedding']:,} | "
+            f"{r['params_total']:,} | " + " | ".join(cells) + f" | {r['step_time_s']:.3f} | "
+            f"{format_duration(r['wall_time_s'])} | {r['reward_model']} |"
+        )
+    lines += ["", "Trend:", "", *trend_lines(records, metric), ""]
+    if references:
+        lines += [f"Reference policies on the same test split ({metric}): "]
+        lines += ["", *[f"- {k}: {v:.4f}" for k, v in references.items()], ""]
+    if curve:
+        lines += [f"MG-E ({study['mge_results']}), {metric} mean ± std over seeds:", ""]
+        lines += ["| k | mean | std |", "|---|---|---|"]
+        lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, m, sd in curve] + [""]
+    lines += ["![scaling](scaling.png)", ""]
+    with open(os.path.join(workdir, "scaling.md.tmp"), "w") as f:
+        f.write("\n".join(lines))
+    os.replace(os.path.join(workdir, "scaling.md.tmp"), os.path.join(workdir, "scaling.md"))
+    document = {
+        "command": command,
+        "dataset": experiment.data.dataset,
+        "budget": budget,
+        "study": study,
+        "vocabulary": vocabulary,
+        "runs": records,
+        "references": references,
+        "mge_curve": [{"k": k, "mean": m, "std": sd} for k, m, sd in curve],
+    }
+    _write_json(os.path.join(workdir, "scaling.json"), document)
+    return document
+
+
+def _vocabulary(experiment, workdir, log_fn):
+    if experiment.data.dataset == "synthetic":
+        return presets.vocabulary(experiment.data)
+    dataset = run.prepare_data(experiment, workdir, log_fn)
+    return dataset.num_users, dataset.num_items
+
+
+def _record(size: str, variant: str, run_dir: str, count, results: dict, cached: bool) -> dict:
+    """One row of the report: sizes, timings and the run's results."""
+    info = _read_json(os.path.join(run_dir, RUN_INFO_FILE)) or {}
+    return {
+        "variant": variant,
+        "size": size,
+        "workdir": run_dir,
+        "params_total": count.total,
+        "params_non_embedding": count.non_embedding,
+        "params_embedding": count.embedding,
+        "step_time_s": step_time_s(run_dir),
+        "wall_time_s": results["wall_time_s"],
+        "run_seconds": info.get("run_seconds", results["wall_time_s"]),
+        "reward_model": info.get("reward_model", "unknown"),
+        "cached": cached,
+        "results": results,
+    }
+
+
+def _other_finished_runs(workdir, experiment, planned, vocab, log_fn) -> list[dict]:
+    """Finished runs in ``workdir`` outside this invocation's plan but of the same study (same
+    config but for the generator preset), e.g. ``--sizes=1m,3m --variants=fast`` run after the
+    main sweep: the report covers them too."""
+    records = []
+    for size in presets.PRESETS:
+        for variant in configs.GENERATOR_VARIANTS:
+            run_dir = os.path.join(workdir, run_name(size, variant))
+            results = _read_json(os.path.join(run_dir, RESULTS_FILE))
+            if (size, variant) in planned or results is None:
+                continue
+            config = run_config(experiment, size, variant)
+            saved = _read_json(os.path.join(run_dir, "config.json")) or {}
+            if config_differences(saved, _as_json(config)):
+                log_fn(f"[scaling] {run_dir}: another config; left out of the report")
+                continue
+            count = presets.count_generator(config.generator, *vocab, config.data.num_candidates)
+            records.append(_record(size, variant, run_dir, count, results, cached=True))
+    return records
+
+
+def run_study(
+    experiment: configs.ExperimentConfig,
+    study: ScalingConfig,
+    workdir: str,
+    log_fn: Callable[[str], None] = print,
+    command: str = "",
+    report_only: bool = False,
+) -> dict:
+    """Trains (or reads from the cache) every (size, variant) run, then writes the report."""
+    start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
+    experiment = dataclasses.replace(
+        experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
+    )
+    vocab = _vocabulary(experiment, workdir, log_fn)
+    primary = jax.process_index() == 0  # the only process that writes files of its own
+    plan = [(s, v) for s in presets.sorted_names(study.sizes) for v in study.variants]
+    counts = {
+        (s, v): presets.count_generator(
+            run_config(experiment, s, v).generator, *vocab, experiment.data.num_candidates
+        )
+        for s, v in plan
+    }
+    records, timings = [], []
+    for index, (size, variant) in enumerate(plan):
+        name = run_name(size, variant)
+        run_dir = os.path.join(workdir, name)
+        config = run_config(experiment, size, variant)
+        _check_run_dir(run_dir, config)
+        results = _read_json(os.path.join(run_dir, RESULTS_FILE))
+        cached = results is not None
+        if not cached and not report_only:
+            source = None
+            if study.share_reward_model and primary:
+                source = share_reward_model(workdir, run_dir, config)
+            if jax.process_count() > 1:  # the copy is on the shared workdir before anyone reads
+                multihost_utils.sync_global_devices(f"scaling reward model {name}")
+            reward_model = "trained" if source is None else f"from {os.path.basename(source)}"
+            log_fn(
+                f"[scaling] run {index + 1}/{len(plan)}: {variant} {size} "
+                f"({counts[size, variant].non_embedding:,} non-embedding parameters); "
+                f"reward model {reward_model}"
+            )
+            run_start = time.time()
+            tag = f"[{name}] "
+            results = run.train_and_evaluate(config, run_dir, lambda m, t=tag: log_fn(t + m))
+            info = {"run_seconds": time.time() - run_start, "reward_model": reward_model}
+            if primary:
+                _write_json(os.path.join(run_dir, RUN_INFO_FILE), info)
+        if results is None:
+            log_fn(f"[scaling] {name}: not finished; left out of the report")
+            continue
+        record = _record(size, variant, run_dir, counts[size, variant], results, cached)
+        records.append(record)
+        # The run that trained the shared reward model is slower than the others: it times
+        # the estimate only until another run has finished.
+        point = (variant, float(record["params_non_embedding"]), float(record["run_seconds"]))
+        timings.append((point, record["reward_model"] != "trained"))
+        points = [p for p, shared in timings if shared] or [p for p, _ in timings]
+        remaining = [(v, float(counts[s, v].non_embedding)) for s, v in plan[index + 1 :]]
+        left = None if report_only else estimate_seconds_left(points, remaining)
+        log_fn(
+            f"[scaling] {name}: {'cached' if cached else 'done'}; "
+            f"{study.metric}={results.get(study.metric, float('nan')):.4f}; "
+            f"{index + 1}/{len(plan)} runs, elapsed {format_duration(time.time() - start)}"
+            + (f", about {format_duration(left)} left" if left is not None and remaining else "")
+        )
+    records += _other_finished_runs(workdir, experiment, set(plan), vocab, log_fn)
+    if not records:
+        raise ValueError(f"No run of {plan} has finished under {workdir}.")
+    mge = _read_json(study.mge_results) if study.mge_results else None
+    if study.mge_results and mge is None:
+        raise ValueError(f"--mge_results {study.mge_results} does not exist.")
+    if not primary:
+        return {"runs": records}
+    document = write_report(
+        workdir,
+        records,
+        experiment=experiment,
+        study=dataclasses.asdict(study),
+        vocabulary={"num_users": vocab[0], "num_items": vocab[1]},
+        mge=mge,
+        command=command,
+    )
+    log_fn(f"[scaling] report: {os.path.join(workdir, 'scaling.md')}")
+    return document
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:  # main's multi-host flags (docs/launch.md): the study runs on every host alike
+        main_lib.initialize_distributed(
+            main_lib._JAX_DISTRIBUTED.value,
+            main_lib._COORDINATOR_ADDRESS.value,
+            main_lib._NUM_PROCESSES.value,
+            main_lib._PROCESS_ID.value,
+        )
+    except ValueError as err:
+        print(f"error: invalid flags: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_INVALID_INPUT)
+    try:
+        experiment, study = from_config_dict(
+            _CONFIG.value,
+            jax.device_count(),
+            sizes=_SIZES.value,
+            variants=_VARIANTS.value,
+            mge_results=_MGE.value,
+        )
+    except ValueError as err:
+        print(f"error: invalid config: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_INVALID_INPUT)
+    command = "python -m goalrank_jax.scaling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    log_fn = main_lib.chief_log_fn
+    try:
+        run_study(experiment, study, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
+    except (RawDataError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_INVALID_INPUT)
+    except NonFiniteTrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_NON_FINITE)
+    except TrainingInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(main_lib.EXIT_SIGTERM)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=main_lib.parse_flags)

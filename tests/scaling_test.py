@@ -1,0 +1,159 @@
+"""The scaling study: the smoke study (2 tiny sizes x 1 variant) writes a consistent table, JSON
+and plot, shares one reward model, serves a rerun from its cache and refuses a changed config;
+plus the pure helpers (time estimate, config diff, step time)."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+
+from goalrank_jax import presets, scaling
+
+EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "scaling.py")
+SIZES = ("0.01m", "0.03m")
+
+
+def _config_dict(arg="smoke"):
+    spec = importlib.util.spec_from_file_location("scaling_experiment", EXPERIMENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def _configs(data_dir, **train):
+    cfg = _config_dict()
+    cfg.data.data_dir = data_dir
+    for key, value in train.items():
+        cfg.train[key] = value
+    return scaling.from_config_dict(cfg, sizes=list(SIZES), variants=["fast"])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scaling")
+    workdir = str(root / "study")
+    experiment, config = _configs(str(root / "tfds"))
+    logs, rerun_logs = [], []
+    document = scaling.run_study(experiment, config, workdir, logs.append, command="test")
+    rerun = scaling.run_study(experiment, config, workdir, rerun_logs.append, command="test")
+    return dict(
+        workdir=workdir,
+        root=root,
+        document=document,
+        rerun=rerun,
+        logs="\n".join(logs),
+        rerun_logs="\n".join(rerun_logs),
+    )
+
+
+def test_outputs_exist_and_are_consistent(study):
+    workdir, runs = study["workdir"], study["document"]["runs"]
+    for name in ("scaling.md", "scaling.json", "scaling.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    assert [(r["variant"], r["size"]) for r in runs] == [("fast", s) for s in SIZES]
+    params = [r["params_non_embedding"] for r in runs]
+    assert params == sorted(params) and params[0] < params[1]
+    assert [r["params_total"] for r in runs] == sorted(r["params_total"] for r in runs)
+    for run in runs:
+        assert 0.0 < run["results"]["test/true_reward"]
+        assert 0.0 < run["results"]["test/oracle_fraction"] <= 1.05
+        assert run["step_time_s"] > 0 and run["wall_time_s"] > 0
+    table = open(os.path.join(workdir, "scaling.md")).read()
+    rows = [line for line in table.splitlines() if line.startswith("| fast |")]
+    assert len(rows) == len(runs)
+    assert "generator steps 6, batch size 16" in table
+    saved = json.load(open(os.path.join(workdir, "scaling.json")))
+    assert [r["size"] for r in saved["runs"]] == list(SIZES)
+
+
+def test_counts_match_the_trained_generators(study):
+    logged = [
+        int(n.replace(",", ""))
+        for n in re.findall(r"\[generator\] ([\d,]+) parameters", study["logs"])
+    ]
+    assert logged == [r["params_total"] for r in study["document"]["runs"]]
+
+
+def test_one_reward_model_is_shared(study):
+    logs = study["logs"]
+    assert logs.count("[reward_model] training steps") == 1
+    assert "[fast_0.03m] [reward_model] finished earlier at step 6; restored, skipping" in logs
+    runs = study["document"]["runs"]
+    assert [r["reward_model"] for r in runs] == ["trained", "from fast_0.01m"]
+    first, second = (r["results"]["test/reward_model_greedy/true_reward"] for r in runs)
+    assert first == second
+    assert "about" in logs and "left" in logs  # the time estimate after the first run
+
+
+def test_rerun_is_served_from_the_cache(study):
+    logs = study["rerun_logs"]
+    assert "training steps" not in logs
+    assert logs.count(": cached;") == len(SIZES)
+    for before, after in zip(study["document"]["runs"], study["rerun"]["runs"], strict=True):
+        assert after["cached"] and after["results"] == before["results"]
+
+
+def test_report_only_with_mge_panel_and_changed_config(study):
+    workdir = study["workdir"]
+    mge_path = os.path.join(str(study["root"]), "comparison.json")
+    curve = [
+        {"k": k, "metrics": {"test/true_reward": {"mean": 0.2 + 0.01 * i, "std": 0.01}}}
+        for i, k in enumerate((1, 3, 20))
+    ]
+    with open(mge_path, "w") as f:
+        json.dump({"mge_curve": curve}, f)
+    experiment, config = _configs(str(study["root"] / "tfds"))
+    # Only the first size is planned: the other finished run of the workdir is reported too.
+    config = dataclasses.replace(config, mge_results=mge_path, sizes=SIZES[:1])
+    document = scaling.run_study(experiment, config, workdir, lambda m: None, report_only=True)
+    assert [r["size"] for r in document["runs"]] == list(SIZES)
+    assert [p["k"] for p in document["mge_curve"]] == [1, 3, 20]
+    assert "| 20 | 0.2200 | 0.0100 |" in open(os.path.join(workdir, "scaling.md")).read()
+    changed, _ = _configs(str(study["root"] / "tfds"), num_steps=7)
+    with pytest.raises(ValueError, match="another config \\(fields train.num_steps\\)"):
+        scaling.run_study(changed, config, workdir, lambda m: None)
+
+
+def test_estimate_seconds_left():
+    assert scaling.estimate_seconds_left([], [("fast", 1.0)]) is None
+    # One run: proportional to params (never below the measured run).
+    assert scaling.estimate_seconds_left([("fast", 10.0, 5.0)], [("fast", 30.0)]) == 15.0
+    assert scaling.estimate_seconds_left([("fast", 10.0, 5.0)], [("fast", 5.0)]) == 5.0
+    # Two runs: the line through them (seconds = 2 + 0.3 params); other variant borrows it.
+    done = [("fast", 10.0, 5.0), ("fast", 20.0, 8.0)]
+    assert scaling.estimate_seconds_left(done, [("fast", 40.0)]) == pytest.approx(14.0)
+    assert scaling.estimate_seconds_left(done, [("prefix", 40.0), ("fast", 30.0)]) == (
+        pytest.approx(14.0 + 11.0)
+    )
+
+
+def test_config_differences():
+    saved = {"train": {"num_steps": 6, "batch_size": 16}, "seed": 1}
+    current = {"train": {"num_steps": 7, "batch_size": 16}, "seed": 1, "extra": 0}
+    assert scaling.config_differences(saved, current) == ["extra", "train.num_steps"]
+
+
+def test_step_time_leaves_out_the_first_window(tmp_path):
+    rows = [
+        {"step": 2, "generator/steps_per_second": 0.1},
+        {"step": 2, "reward_model/steps_per_second": 9.0},
+        {"step": 4, "generator/steps_per_second": 2.0},
+        {"step": 6, "generator/steps_per_second": 4.0},
+        {"step": 8, "generator/steps_per_second": 5.0},
+    ]
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    assert scaling.step_time_s(str(tmp_path)) == pytest.approx(0.25)
+
+
+def test_bad_study_configs_are_rejected():
+    with pytest.raises(ValueError, match="valid presets: 0.01m"):
+        scaling.from_config_dict(_config_dict(), sizes=["0.01m", "2m"])
+    with pytest.raises(ValueError, match="variants has 'slow'"):
+        scaling.from_config_dict(_config_dict(), variants=["slow"])
+    with pytest.raises(ValueError, match="takes no size= / variant= arg"):
+        _config_dict("smoke,size=1m")
+    assert presets.sorted_names(["1m", "0.01m", "1m"]) == ["0.01m", "1m"]
