@@ -260,6 +260,8 @@ def construction_rows(summary) -> list[tuple[str, str]]:
         ("goalrank_plackett_luce", "Plackett-Luce"),
         ("goalrank_mixed", "mixed with auxiliary policies"),
     ]
+    if "goalrank_on_policy" in summary:  # the default run under its ablation name
+        rows = [r for r in rows if r[0] != "goalrank"]
     return [(r, label) for r, label in rows if r in summary]
 
 
