@@ -1,0 +1,175 @@
+"""The scaling study's outputs: ``scaling.md`` (table and trend lines), ``scaling.json`` and
+``scaling.png`` (quality vs parameters on a log axis, with the MG-E curve vs k when given)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from goalrank_jax.train import format_duration
+
+
+def write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _quality_columns(list_len: int) -> list[tuple[str, str]]:
+    names = ("true_reward", "oracle_fraction", f"N@{list_len}", f"H@{list_len}")
+    return [(f"test/{n}", n.replace("_", " ")) for n in names]
+
+
+def mge_points(mge: dict | None, metric: str) -> list[tuple[int, float, float]]:
+    """(k, mean, std) of ``metric`` along the comparison's MG-E curve, by k."""
+    points = []
+    for point in (mge or {}).get("mge_curve", []):
+        value = point["metrics"].get(metric)
+        if value is not None:
+            points.append((int(point["k"]), float(value["mean"]), float(value.get("std", 0.0))))
+    return sorted(points)
+
+
+def trend_lines(records: list[dict], metric: str) -> list[str]:
+    """Per variant: the metric at the smallest and the largest size, and at how many steps up
+    in size it rose."""
+    lines = []
+    for variant in dict.fromkeys(r["variant"] for r in records):
+        rows = sorted(
+            (r for r in records if r["variant"] == variant), key=lambda r: r["params_non_embedding"]
+        )
+        values = [r["results"].get(metric, float("nan")) for r in rows]
+        first, last = values[0], values[-1]
+        rises = sum(b > a for a, b in zip(values, values[1:], strict=False))
+        change = 100 * (last - first) / abs(first) if first else float("nan")
+        lines.append(
+            f"- {variant}: {metric} {first:.4f} at {rows[0]['size']} -> {last:.4f} at "
+            f"{rows[-1]['size']} ({change:+.1f} %); rises at {rises} of {len(values) - 1} steps "
+            "up in size"
+        )
+    return lines
+
+
+def plot(path: str, records: list[dict], metric: str, references: dict, mge_curve) -> None:
+    """Quality versus non-embedding parameters (log x), one line per variant; a second panel
+    with the MG-E curve versus k when given (same y axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if mge_curve else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), sharey=True, squeeze=False)
+    ax = axes[0][0]
+    for variant in dict.fromkeys(r["variant"] for r in records):
+        rows = sorted(
+            (r for r in records if r["variant"] == variant), key=lambda r: r["params_non_embedding"]
+        )
+        xs = [r["params_non_embedding"] for r in rows]
+        ys = [r["results"].get(metric, float("nan")) for r in rows]
+        ax.plot(xs, ys, marker="o", label=f"GoalRank ({variant})")
+        for x, y, r in zip(xs, ys, rows, strict=True):
+            ax.annotate(r["size"], (x, y), textcoords="offset points", xytext=(3, 5), fontsize=7)
+    if "reward_model_greedy" in references:
+        ax.axhline(
+            references["reward_model_greedy"], ls=":", color="gray", label="reward-model greedy"
+        )
+    if mge_curve:
+        k, best, _ = max(mge_curve, key=lambda p: p[1])
+        ax.axhline(best, ls="--", color="C3", label=f"best MG-E (k={k})")
+        right = axes[0][1]
+        right.errorbar(
+            [p[0] for p in mge_curve],
+            [p[1] for p in mge_curve],
+            yerr=[p[2] for p in mge_curve],
+            marker="s",
+            color="C3",
+            capsize=3,
+            label="MG-E + reward model",
+        )
+        right.set_xscale("log")
+        right.set_xlabel("number of generators k (MG-E)")
+        right.set_title("MG-E versus k")
+        right.legend(fontsize=8)
+        right.grid(alpha=0.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("generator parameters (non-embedding)")
+    ax.set_ylabel(metric)
+    ax.set_title("GoalRank versus generator size (fixed data and budget)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+
+
+def write_report(workdir, records, *, experiment, study, vocabulary, mge, command) -> dict:
+    """Writes scaling.md, scaling.json and scaling.png under ``workdir``; returns the JSON."""
+    list_len, metric = experiment.data.list_len, study["metric"]
+    columns = _quality_columns(list_len)
+    budget = {
+        "generator_steps": experiment.train.num_steps,
+        "batch_size": experiment.train.batch_size,
+        "requests_seen": experiment.train.num_steps * experiment.train.batch_size,
+        "group_size": experiment.gro.group_size,
+        "learning_rate": experiment.train.optim.learning_rate,
+        "reward_weight": experiment.gro.reward_weight,
+        "supervised_weight": experiment.gro.supervised_weight,
+        "reward_model_steps": experiment.reward_model.train.num_steps,
+    }
+    first = records[0]["results"]
+    references = {}
+    for policy in ("reward_model_greedy", "logged", "true_relevance_sort", "oracle", "random"):
+        if f"test/{policy}/{metric.split('/', 1)[1]}" in first:
+            references[policy] = first[f"test/{policy}/{metric.split('/', 1)[1]}"]
+    curve = mge_points(mge, metric)
+    plot(os.path.join(workdir, "scaling.png"), records, metric, references, curve)
+    lines = [
+        f"# GoalRank scaling study ({experiment.data.dataset})",
+        "",
+        f"Command: `{command}`" if command else "",
+        "",
+        "Budget, the same for every run: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items())
+        + f". Vocabulary: {vocabulary['num_users']:,} users, {vocabulary['num_items']:,} items"
+        f"; N={experiment.data.num_candidates}, L={list_len}. Parameters from `jax.eval_shape` "
+        "of the generator's init; embedding = item / user / label tables and item bias. Step "
+        "time: median of the logged windows after the first (compilation).",
+        "",
+        "| variant | preset | params (non-emb) | params (total) | "
+        + " | ".join(label for _, label in columns)
+        + " | step (s) | wall time | reward model |",
+        "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r["variant"], r["params_non_embedding"])):
+        cells = [f"{r['results'].get(key, float('nan')):.4f}" for key, _ in columns]
+        lines.append(
+            f"| {r['variant']} | {r['size']} | {r['params_non_embedding']:,} | "
+            f"{r['params_total']:,} | " + " | ".join(cells) + f" | {r['step_time_s']:.3f} | "
+            f"{format_duration(r['wall_time_s'])} | {r['reward_model']} |"
+        )
+    lines += ["", "Trend:", "", *trend_lines(records, metric), ""]
+    if references:
+        lines += [f"Reference policies on the same test split ({metric}): "]
+        lines += ["", *[f"- {k}: {v:.4f}" for k, v in references.items()], ""]
+    if curve:
+        lines += [f"MG-E ({study['mge_results']}), {metric} mean ± std over seeds:", ""]
+        lines += ["| k | mean | std |", "|---|---|---|"]
+        lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, m, sd in curve] + [""]
+    lines += ["![scaling](scaling.png)", ""]
+    with open(os.path.join(workdir, "scaling.md.tmp"), "w") as f:
+        f.write("\n".join(lines))
+    os.replace(os.path.join(workdir, "scaling.md.tmp"), os.path.join(workdir, "scaling.md"))
+    document = {
+        "command": command,
+        "dataset": experiment.data.dataset,
+        "budget": budget,
+        "study": study,
+        "vocabulary": vocabulary,
+        "runs": records,
+        "references": references,
+        "mge_curve": [{"k": k, "mean": m, "std": sd} for k, m, sd in curve],
+    }
+    write_json(os.path.join(workdir, "scaling.json"), document)
+    return document
