@@ -37,7 +37,7 @@ from goalrank_jax.comparison import config as comparison_config
 from goalrank_jax.comparison import evaluation, report, training
 from goalrank_jax.data import pipeline
 from goalrank_jax.data.raw_formats import RawDataError
-from goalrank_jax.train import NonFiniteTrainingError, TrainingInterrupted, format_duration
+from goalrank_jax.train import format_duration
 
 # --config (here experiments/compare.py[:args]), --workdir and their parsing are main's.
 _CONFIG = main_lib._CONFIG
@@ -240,7 +240,7 @@ def main(argv):
         shlex.quote(a) for a in argv[1:] or sys.argv[1:]
     )
     log_fn = functools.partial(print, flush=True)
-    try:
+    with main_lib.exit_codes((RawDataError, CheckpointError, ValueError)):
         if main_lib._PREPARE_ONLY.value:
             data_dir = experiment.data.data_dir or os.path.join(_WORKDIR.value, "tfds")
             experiment = dataclasses.replace(
@@ -249,15 +249,6 @@ def main(argv):
             run.prepare_data(experiment, _WORKDIR.value, log_fn)
             return
         run_comparison(experiment, comparison, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
-    except (RawDataError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_INVALID_INPUT)
-    except NonFiniteTrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_NON_FINITE)
-    except TrainingInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_SIGTERM)
 
 
 if __name__ == "__main__":

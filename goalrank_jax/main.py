@@ -23,6 +23,7 @@ state); 143 stopped by SIGTERM after saving a checkpoint (rerun to resume).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import jax
@@ -162,12 +163,20 @@ def main(argv):
         print(f"error: invalid config: {err}", file=sys.stderr)
         sys.exit(EXIT_INVALID_INPUT)
     log_fn = chief_log_fn
-    try:
+    with exit_codes():
         if _PREPARE_ONLY.value:
             run.prepare_data(config, _WORKDIR.value, log_fn)
         else:
             run.train_and_evaluate(config, _WORKDIR.value, log_fn=log_fn)
-    except (RawDataError, CheckpointError) as err:
+
+
+@contextlib.contextmanager
+def exit_codes(invalid_input: tuple[type[Exception], ...] = (RawDataError, CheckpointError)):
+    """Turns the pipeline's known failures into one message and the exit codes of this module's
+    docstring (``invalid_input`` -> 2, non-finite training -> 3, SIGTERM -> 143)."""
+    try:
+        yield
+    except invalid_input as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_INVALID_INPUT)
     except NonFiniteTrainingError as err:

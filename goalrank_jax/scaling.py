@@ -45,7 +45,7 @@ from goalrank_jax import configs, presets, run, scaling_report
 from goalrank_jax import main as main_lib
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.data.raw_formats import RawDataError
-from goalrank_jax.train import NonFiniteTrainingError, TrainingInterrupted, format_duration
+from goalrank_jax.train import format_duration
 
 _CONFIG = main_lib._CONFIG
 _WORKDIR = main_lib._WORKDIR
@@ -378,17 +378,8 @@ def main(argv):
         sys.exit(main_lib.EXIT_INVALID_INPUT)
     command = "python -m goalrank_jax.scaling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     log_fn = main_lib.chief_log_fn
-    try:
+    with main_lib.exit_codes((RawDataError, CheckpointError, ValueError)):
         run_study(experiment, study, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
-    except (RawDataError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_INVALID_INPUT)
-    except NonFiniteTrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_NON_FINITE)
-    except TrainingInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_SIGTERM)
 
 
 if __name__ == "__main__":

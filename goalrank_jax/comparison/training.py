@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 
+import goalrank_jax.models as models_lib
 from goalrank_jax import configs, policies, sharding
 from goalrank_jax import train_step as ts
 from goalrank_jax.data import pipeline
@@ -124,16 +125,8 @@ def _backbone_kwargs(model_config, num_users, num_items) -> dict:
     return dict(
         num_users=num_users,
         num_items=num_items,
-        embed_dim=model_config.embed_dim,
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        ff_dim=model_config.ff_dim,
-        dropout=model_config.dropout,
         causal=model_config.causal,
-        use_user_id=model_config.use_user_id,
-        bilinear_head=model_config.bilinear_head,
-        item_bias=model_config.item_bias,
-        dtype=jax.numpy.dtype(model_config.dtype),
+        **models_lib._kwargs(model_config),
     )
 
 
