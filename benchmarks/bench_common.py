@@ -168,19 +168,20 @@ def build(config: configs.ExperimentConfig, mesh) -> StepBench:
     params = generator.init(key, batch)
     state = ts.create_state(params, optimizer, reward_params)
     state = sharding.put_replicated(state, mesh)
-    repl = sharding.replicated(mesh)
-    step = ts.compile_step(
-        step_fn(1),
-        repl,
-        sharding.batch_sharding(mesh),
-        repl,
-    )
     placed = sharding.put_batch(batch, mesh)
-    start = time.perf_counter()
-    compiled = step.lower(state, placed, key).compile()
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = compile_replicated(step_fn(1), state, placed, key, mesh)
     count = sum(x.size for x in jax.tree_util.tree_leaves(params))
     return StepBench(compiled, state, placed, key, config, compile_s, count, step_fn)
+
+
+def compile_replicated(step_fn, state, batch, key, mesh):
+    """(compiled step, compile seconds): ``step_fn`` jitted with the state replicated and
+    donated, the batch on the data axis, lowered on ``state`` (arrays or ShapeDtypeStructs)."""
+    repl = sharding.replicated(mesh)
+    step = ts.compile_step(step_fn, repl, sharding.batch_sharding(mesh), repl)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch, key).compile()
+    return compiled, time.perf_counter() - start
 
 
 def step_flops(bench: StepBench) -> float:
