@@ -47,6 +47,9 @@ _REPORT_ONLY = flags.DEFINE_bool(
 )
 
 RESULTS_FILE = "results.json"
+# Seconds of the stages shared by all seeds (data, simulator, shared reward model), summed over
+# the invocations that ran them, so a resumed or report-only run still reports them.
+SHARED_SECONDS_FILE = "shared_seconds.json"
 
 
 def expected_rows(experiment, comparison) -> set[str]:
@@ -73,6 +76,20 @@ def _write_json(path: str, value) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
+
+
+def _add_shared_seconds(workdir: str, seconds: dict[str, float]) -> dict[str, float]:
+    """Adds ``seconds`` to the totals kept in ``workdir`` and returns the new totals."""
+    path = os.path.join(workdir, SHARED_SECONDS_FILE)
+    totals = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            totals = json.load(f)
+    for stage, value in seconds.items():
+        totals[stage] = totals.get(stage, 0.0) + value
+    if seconds:
+        _write_json(path, totals)
+    return totals
 
 
 def run_comparison(
@@ -119,9 +136,12 @@ def run_comparison(
             seed_start = time.time()
             log_fn(f"[compare] seed {seed} ({index + 1}/{len(comparison.seeds)})")
             if dataset is None:
+                shared_start = time.time()
                 dataset = run.prepare_data(experiment, workdir, log_fn)
+                shared_seconds = {"data": time.time() - shared_start}
                 init_batch = run._init_batch(dataset, 2)
                 if not dataset.has_true_model:
+                    stage_start = time.time()
                     simulator, simulator_params, auc = run._train_simulator(
                         experiment,
                         dataset,
@@ -131,6 +151,7 @@ def run_comparison(
                         training.MetricWriter(workdir),
                         log_fn,
                     )
+                    shared_seconds["simulator"] = time.time() - stage_start
                 if comparison.shared_reward_model:
                     shared = training.SeedTrainer(
                         experiment, comparison, dataset, init_batch, workdir, mesh, log_fn
@@ -139,7 +160,8 @@ def run_comparison(
                         shared_rm = shared.reward_model()
                     finally:
                         shared.close()
-                    timings["shared by all seeds"] = dict(shared.seconds)
+                    shared_seconds.update(shared.seconds)
+                timings["shared by all seeds"] = _add_shared_seconds(workdir, shared_seconds)
             seed_experiment = dataclasses.replace(experiment, seed=seed)
             trainer = training.SeedTrainer(
                 seed_experiment, comparison, dataset, init_batch, seed_dir, mesh, log_fn
@@ -183,6 +205,9 @@ def run_comparison(
             )
     if not per_seed:
         raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
+    shared_totals = timings.pop("shared by all seeds", None) or _add_shared_seconds(workdir, {})
+    if shared_totals:
+        timings = {"shared by all seeds": shared_totals, **timings}
     gro = experiment.gro
     document = report.write(
         workdir,

@@ -248,3 +248,16 @@ def test_rerun_is_served_from_the_cache(smoke_comparison):
     _, first, second = smoke_comparison
     assert "training steps" in first
     assert "cached results" in second and "training steps" not in second
+
+
+def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
+    workdir, _, _ = smoke_comparison
+    with open(os.path.join(workdir, "shared_seconds.json")) as f:
+        shared = json.load(f)
+    assert set(shared) >= {"data", "reward_model"}
+    assert all(seconds > 0 for seconds in shared.values())
+    # The report written by the rerun (which trained nothing) still lists the shared stages.
+    with open(os.path.join(workdir, "comparison.md")) as f:
+        text = f.read()
+    assert "| shared by all seeds | reward_model |" in text
+    assert "| seed 7 | seed_total |" in text

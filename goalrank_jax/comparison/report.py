@@ -372,7 +372,16 @@ def write(
             table(summary, construction_rows(summary), columns),
             "",
         ]
-    lines += ["## Wall time", "", "| runs of | stage | seconds (this process) |", "|---|---|---|"]
+    lines += [
+        "## Wall time",
+        "",
+        "Seconds each stage took when it ran (a seed's stages in the invocation that finished",
+        "that seed; the shared stages summed over the invocations that ran them). `seed_total`",
+        "of the first seed run in an invocation includes the shared stages.",
+        "",
+        "| runs of | stage | seconds |",
+        "|---|---|---|",
+    ]
     for group, stages in timings.items():
         for stage, seconds in stages.items():
             lines.append(f"| {group} | {stage} | {seconds:.1f} |")
