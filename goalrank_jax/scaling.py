@@ -193,26 +193,30 @@ def estimate_seconds_left(
     done: Sequence[tuple[str, float, float]], remaining: Sequence[tuple[str, float]]
 ) -> float | None:
     """Rough time left: per variant a least-squares line seconds = a + b * params through the
-    finished runs (variant, params, seconds); one finished run scales in proportion to params;
-    a variant without runs borrows the others'. None when nothing has finished."""
-    if not done:
-        return None
+    finished runs (variant, params, seconds); a variant with fewer than two sizes done (or a
+    line that does not rise) borrows the line through all runs. None while no rising line can
+    be fitted (e.g. after one run: small runs are overhead-bound, so scaling one run by
+    parameters would overstate the rest many times)."""
 
     def predictor(points):
         params = np.array([p for p, _ in points], float)
         seconds = np.array([s for _, s in points], float)
-        if len(set(params)) >= 2:
-            slope, intercept = np.polyfit(params, seconds, 1)
-            if slope > 0:
-                return lambda p: max(intercept + slope * p, seconds.min())
-        ref = int(np.argmax(params))
-        return lambda p: seconds[ref] * max(p / params[ref], 1.0)
+        if len(set(params)) < 2:
+            return None
+        slope, intercept = np.polyfit(params, seconds, 1)
+        if slope <= 0:
+            return None
+        return lambda p: max(intercept + slope * p, seconds.min())
 
     pooled = predictor([(p, s) for _, p, s in done])
-    by_variant = {}
-    for variant in {v for v, _, _ in done}:
-        by_variant[variant] = predictor([(p, s) for v, p, s in done if v == variant])
-    return float(sum(by_variant.get(v, pooled)(p) for v, p in remaining))
+    total = 0.0
+    for variant, params in remaining:
+        own = predictor([(p, s) for v, p, s in done if v == variant])
+        line = own or pooled
+        if line is None:
+            return None
+        total += line(params)
+    return float(total)
 
 
 def _vocabulary(experiment, workdir, log_fn):

@@ -119,15 +119,18 @@ def test_report_only_with_mge_panel_and_changed_config(study):
 
 def test_estimate_seconds_left():
     assert scaling.estimate_seconds_left([], [("fast", 1.0)]) is None
-    # One run: proportional to params (never below the measured run).
-    assert scaling.estimate_seconds_left([("fast", 10.0, 5.0)], [("fast", 30.0)]) == 15.0
-    assert scaling.estimate_seconds_left([("fast", 10.0, 5.0)], [("fast", 5.0)]) == 5.0
+    # One run (or one size per variant with a falling pooled line): no line, no estimate.
+    assert scaling.estimate_seconds_left([("fast", 10.0, 5.0)], [("fast", 30.0)]) is None
+    falling = [("prefix", 10.0, 50.0), ("fast", 12.0, 5.0)]
+    assert scaling.estimate_seconds_left(falling, [("fast", 30.0)]) is None
     # Two runs: the line through them (seconds = 2 + 0.3 params); other variant borrows it.
     done = [("fast", 10.0, 5.0), ("fast", 20.0, 8.0)]
     assert scaling.estimate_seconds_left(done, [("fast", 40.0)]) == pytest.approx(14.0)
     assert scaling.estimate_seconds_left(done, [("prefix", 40.0), ("fast", 30.0)]) == (
         pytest.approx(14.0 + 11.0)
     )
+    # Never below the fastest finished run.
+    assert scaling.estimate_seconds_left(done, [("fast", 0.0)]) == pytest.approx(5.0)
 
 
 def test_config_differences():
