@@ -13,6 +13,7 @@ step needs (arguments + outputs - donated aliases + temporaries). A point whose 
 fitting and the larger presets of that variant are skipped. Otherwise the state is allocated,
 one warm-up step runs, and the median of ``--repeats`` windows of ``--steps`` steps is reported,
 with the 1-minute load average at the start and end (figures on a shared machine are slower).
+``--notimed`` stops after the memory analysis (for presets whose step takes minutes here).
 """
 
 import dataclasses
@@ -38,6 +39,9 @@ _VARIANTS = flags.DEFINE_list("variants", ["prefix", "fast"], "Generator variant
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Requests per step (0 = the config's).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed windows (the median is reported).")
 _STEPS = flags.DEFINE_integer("steps", 1, "Steps per timed window.")
+_TIMED = flags.DEFINE_bool(
+    "timed", True, "Run and time the step; --notimed reports compilation and memory only."
+)
 _LIMIT = flags.DEFINE_float(
     "memory_limit_gb", 0.0, "Skip points needing more (0 = 90% of this machine's MemAvailable)."
 )
@@ -106,7 +110,7 @@ def measure(config: configs.ExperimentConfig, mesh, limit_gb: float) -> dict:
         "memory_limit_gb": round(limit_gb, 1),
         "fits": need_gb <= limit_gb,
     }
-    if not record["fits"]:
+    if not record["fits"] or not _TIMED.value:
         return record
     state = jax.jit(init, out_shardings=sharding.replicated(mesh))(key)
     load_start = os.getloadavg()[0]
