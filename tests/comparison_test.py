@@ -236,8 +236,12 @@ def test_smoke_comparison_reports_every_baseline(smoke_comparison):
     assert summary["mge@1"]["true_reward"]["mean"] == pytest.approx(
         summary["prm"]["true_reward"]["mean"], rel=1e-6
     )
+    # The ordering is checked on the primary metric and on N@L (logged labels).
+    assert document["ordering"]["metric"] == "true_reward"
+    assert [o["metric"] for o in document["ordering_other_metrics"]] == ["N@3"]
     with open(os.path.join(workdir, "comparison.md")) as f:
         text = f.read()
+    assert "Checked on the mean `N@3` (logged labels):" in text
     for label in ("DNN", "PRM", "PIER-style G-E", "NAR4Rec-style G-E", "GoalRank", "MG-E, k = 3"):
         assert label in text
     for picture in ("mge_vs_k.png", "group_size.png"):
