@@ -56,6 +56,7 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report 
 
 RESULTS_FILE = "results.json"
 RUN_INFO_FILE = "scaling_run.json"  # Seconds of the run and where its reward model came from.
+REWARD_SOURCE_FILE = "reward_model_source.json"  # The run a copied reward model came from.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,10 +150,13 @@ def _reward_model_key(config: dict) -> str:
 
 def share_reward_model(workdir: str, run_dir: str, config) -> str | None:
     """Copies a finished reward model of a run in ``workdir`` with the same reward-model config
-    into ``run_dir`` (which has none yet); returns the source run directory or None."""
+    into ``run_dir`` (which has none yet); returns the source run directory or None. A run
+    resumed after the copy returns the source recorded at the copy."""
     target = os.path.join(run_dir, run.REWARD_STAGE)
+    marker = os.path.join(run_dir, REWARD_SOURCE_FILE)
     if os.path.exists(target):
-        return None
+        recorded = _read_json(marker)
+        return os.path.join(workdir, recorded["source"]) if recorded else None
     key = _reward_model_key(_as_json(config))
     for name in sorted(os.listdir(workdir)):
         source = os.path.join(workdir, name)
@@ -169,6 +173,7 @@ def share_reward_model(workdir: str, run_dir: str, config) -> str | None:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(stage, partial)
         os.replace(partial, target)
+        scaling_report.write_json(marker, {"source": name})
         return source
     return None
 

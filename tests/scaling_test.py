@@ -160,3 +160,23 @@ def test_bad_study_configs_are_rejected():
     with pytest.raises(ValueError, match="takes no size= / variant= arg"):
         _config_dict("smoke,size=1m")
     assert presets.sorted_names(["1m", "0.01m", "1m"]) == ["0.01m", "1m"]
+
+
+def test_copied_reward_model_keeps_its_source_on_resume(tmp_path):
+    experiment, _ = _configs(str(tmp_path / "tfds"))
+    workdir = tmp_path / "study"
+    source = workdir / "fast_0.01m"
+    (source / "reward_model" / "checkpoints" / "7").mkdir(parents=True)
+    (source / "config.json").write_text(json.dumps(scaling._as_json(experiment)))
+    (source / "results.json").write_text("{}")
+    target = workdir / "fast_0.03m"
+    config = scaling.run_config(experiment, "0.03m", "fast")
+    first = scaling.share_reward_model(str(workdir), str(target), config)
+    assert first == str(source)
+    assert (target / "reward_model" / "checkpoints" / "7").is_dir()
+    # A resumed run finds the copy in place and still names where it came from.
+    assert scaling.share_reward_model(str(workdir), str(target), config) == str(source)
+    # A run that trained its reward model in place has no source.
+    own = workdir / "fast_0.1m"
+    (own / "reward_model").mkdir(parents=True)
+    assert scaling.share_reward_model(str(workdir), str(own), config) is None
