@@ -85,7 +85,10 @@ def test_one_reward_model_is_shared(study):
     assert [r["reward_model"] for r in runs] == ["trained", "from fast_0.01m"]
     first, second = (r["results"]["test/reward_model_greedy/true_reward"] for r in runs)
     assert first == second
-    assert "about" in logs and "left" in logs  # the time estimate after the first run
+    # One finished run is no basis for a time estimate (tested with more runs in
+    # test_estimate_seconds_left), so the first run's line gives none.
+    done = next(line for line in logs.splitlines() if line.startswith("[scaling] fast_0.01m: done"))
+    assert "left" not in done
 
 
 def test_rerun_is_served_from_the_cache(study):
