@@ -40,8 +40,8 @@ from goalrank_jax.data.raw_formats import RawDataError
 from goalrank_jax.train import format_duration
 
 # --config (here experiments/compare.py[:args]), --workdir and their parsing are main's.
-_CONFIG = main_lib._CONFIG
-_WORKDIR = main_lib._WORKDIR
+_CONFIG = main_lib.CONFIG
+_WORKDIR = main_lib.WORKDIR
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite comparison.md / .json / PNGs from the cached seeds."
 )
@@ -266,7 +266,7 @@ def main(argv):
     )
     log_fn = functools.partial(print, flush=True)
     with main_lib.exit_codes((RawDataError, CheckpointError, ValueError)):
-        if main_lib._PREPARE_ONLY.value:
+        if main_lib.PREPARE_ONLY.value:
             data_dir = experiment.data.data_dir or os.path.join(_WORKDIR.value, "tfds")
             experiment = dataclasses.replace(
                 experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)

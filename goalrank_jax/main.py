@@ -39,39 +39,39 @@ EXIT_INVALID_INPUT = 2
 EXIT_NON_FINITE = 3
 EXIT_SIGTERM = 128 + 15
 
-_CONFIG = config_flags.DEFINE_config_file(
+CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
     "Experiment config file, e.g. experiments/goalrank.py[:smoke].",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string(
+WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics, TensorBoard events and results.json."
 )
-_PREPARE_ONLY = flags.DEFINE_bool(
+PREPARE_ONLY = flags.DEFINE_bool(
     "prepare_only",
     False,
     "Only prepare the dataset (TFDS files under <workdir>/tfds or data.data_dir), print its "
     "statistics and exit.",
 )
-_JAX_DISTRIBUTED = flags.DEFINE_bool(
+JAX_DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed",
     False,
     "Multi-process run: call jax.distributed.initialize() before anything else. Start the same "
     "command once per host (one process per host, using all its accelerators).",
 )
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
+COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address",
     None,
     "With --jax_distributed: HOST:PORT of process 0 (any free port), the same on every process. "
     "Omit on Cloud TPU, SLURM and Open MPI, where JAX detects it.",
 )
-_NUM_PROCESSES = flags.DEFINE_integer(
+NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes",
     None,
     "With --jax_distributed: the number of processes (hosts). Omit where JAX detects it.",
 )
-_PROCESS_ID = flags.DEFINE_integer(
+PROCESS_ID = flags.DEFINE_integer(
     "process_id",
     None,
     "With --jax_distributed: this process's index in [0, num_processes); 0 is the coordinator. "
@@ -149,25 +149,25 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
         initialize_distributed(
-            _JAX_DISTRIBUTED.value,
-            _COORDINATOR_ADDRESS.value,
-            _NUM_PROCESSES.value,
-            _PROCESS_ID.value,
+            JAX_DISTRIBUTED.value,
+            COORDINATOR_ADDRESS.value,
+            NUM_PROCESSES.value,
+            PROCESS_ID.value,
         )
     except ValueError as err:
         print(f"error: invalid flags: {err}", file=sys.stderr)
         sys.exit(EXIT_INVALID_INPUT)
     try:
-        config = configs.from_config_dict(_CONFIG.value, jax.device_count())
+        config = configs.from_config_dict(CONFIG.value, jax.device_count())
     except ValueError as err:
         print(f"error: invalid config: {err}", file=sys.stderr)
         sys.exit(EXIT_INVALID_INPUT)
     log_fn = chief_log_fn
     with exit_codes():
-        if _PREPARE_ONLY.value:
-            run.prepare_data(config, _WORKDIR.value, log_fn)
+        if PREPARE_ONLY.value:
+            run.prepare_data(config, WORKDIR.value, log_fn)
         else:
-            run.train_and_evaluate(config, _WORKDIR.value, log_fn=log_fn)
+            run.train_and_evaluate(config, WORKDIR.value, log_fn=log_fn)
 
 
 @contextlib.contextmanager

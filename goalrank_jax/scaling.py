@@ -47,8 +47,8 @@ from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.data.raw_formats import RawDataError
 from goalrank_jax.train import format_duration
 
-_CONFIG = main_lib._CONFIG
-_WORKDIR = main_lib._WORKDIR
+_CONFIG = main_lib.CONFIG
+_WORKDIR = main_lib.WORKDIR
 _SIZES = flags.DEFINE_list("sizes", None, "Size presets to train (default: scaling.sizes).")
 _VARIANTS = flags.DEFINE_list("variants", None, "Generator variants (default: scaling.variants).")
 _MGE = flags.DEFINE_string("mge_results", None, "comparison.json with an MG-E curve to plot.")
@@ -366,10 +366,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:  # main's multi-host flags (docs/launch.md): the study runs on every host alike
         main_lib.initialize_distributed(
-            main_lib._JAX_DISTRIBUTED.value,
-            main_lib._COORDINATOR_ADDRESS.value,
-            main_lib._NUM_PROCESSES.value,
-            main_lib._PROCESS_ID.value,
+            main_lib.JAX_DISTRIBUTED.value,
+            main_lib.COORDINATOR_ADDRESS.value,
+            main_lib.NUM_PROCESSES.value,
+            main_lib.PROCESS_ID.value,
         )
     except ValueError as err:
         print(f"error: invalid flags: {err}", file=sys.stderr)
