@@ -17,7 +17,8 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from goalrank_jax.env import synthetic
+from goalrank_jax.env import oracle as oracle_lib
+from goalrank_jax.env import synthetic, true_model
 
 
 def build_candidates(
@@ -69,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_requests", type=int, default=2000)
     parser.add_argument("--num_candidates", type=int, default=50)
-    parser.add_argument("--beam_width", type=int, default=synthetic.DEFAULT_BEAM_WIDTH)
+    parser.add_argument("--beam_width", type=int, default=oracle_lib.DEFAULT_BEAM_WIDTH)
     parser.add_argument("--retriever_temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -94,16 +95,16 @@ def main() -> None:
     params = cfg.true_model
 
     def reward(lists: np.ndarray) -> float:
-        values = synthetic.list_reward_from_candidates(
+        values = true_model.list_reward_from_candidates(
             cand_rel, cand_cat, cand_partner, jnp.asarray(lists), params
         )
         return float(jnp.mean(values))
 
-    sort_lists = synthetic.relevance_sort_lists(cand_rel, cand_mask, cfg.list_len)
-    _, greedy_rewards = synthetic.greedy_true(
+    sort_lists = oracle_lib.relevance_sort_lists(cand_rel, cand_mask, cfg.list_len)
+    _, greedy_rewards = oracle_lib.greedy_true(
         cand_rel, cand_cat, cand_partner, cand_mask, cfg.list_len, params
     )
-    _, beam_rewards = synthetic.oracle_beam_search(
+    _, beam_rewards = oracle_lib.oracle_beam_search(
         cand_rel, cand_cat, cand_partner, cand_mask, cfg.list_len, args.beam_width, params
     )
     oracle = float(jnp.mean(beam_rewards))

@@ -166,7 +166,7 @@ def test_deduplicate_keeps_earliest_pair():
         if pair not in seen:
             seen.add(pair)
             expected.append(r)
-    assert as_rows(kept) == as_rows(real_data._subset(inter, np.sort(expected)))
+    assert as_rows(kept) == as_rows(real_data.subset(inter, np.sort(expected)))
 
 
 @pytest.mark.parametrize("k", [2, 4, 6])
@@ -185,7 +185,7 @@ def test_k_core_is_the_largest_k_core(k):
         new = [r for r in rows if users[inter.user[r]] >= k and items[inter.item[r]] >= k]
         changed = len(new) != len(rows)
         rows = new
-    assert as_rows(kept) == as_rows(real_data._subset(inter, np.asarray(rows, int)))
+    assert as_rows(kept) == as_rows(real_data.subset(inter, np.asarray(rows, int)))
     assert len(kept) > 0
 
 

@@ -3,13 +3,8 @@
 import numpy as np
 import pytest
 
-from goalrank_jax.data.retriever import (
-    RetrieverConfig,
-    RetrieverParams,
-    recall_of_positives,
-    retrieve,
-    train_retriever,
-)
+from goalrank_jax.data.candidates import recall_of_positives, retrieve
+from goalrank_jax.data.retriever import RetrieverConfig, RetrieverParams, train_retriever
 
 NUM_USERS = 400
 NUM_ITEMS = 300

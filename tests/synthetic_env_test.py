@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from goalrank_jax.env import synthetic
+from goalrank_jax.env import oracle, synthetic, true_model
 
 PARAMS = synthetic.TrueModelParams(
     examination_power=0.8, redundancy_penalty=1.3, complement_bonus=1.7
@@ -59,12 +59,12 @@ def test_click_probabilities_match_python_loop():
     rel = rng.normal(size=shape).astype(np.float32)
     cat = rng.integers(0, 3, size=shape)
     partner = rng.integers(0, 3, size=shape)
-    got = np.asarray(synthetic.click_probabilities(rel, cat, partner, PARAMS))
+    got = np.asarray(true_model.click_probabilities(rel, cat, partner, PARAMS))
     assert got.shape == shape
     for index in np.ndindex(shape[:-1]):
         want = reference_click_probs(rel[index], cat[index], partner[index], PARAMS)
         np.testing.assert_allclose(got[index], want, rtol=1e-5, atol=1e-6)
-    reward = np.asarray(synthetic.expected_list_reward(rel, cat, partner, PARAMS))
+    reward = np.asarray(true_model.expected_list_reward(rel, cat, partner, PARAMS))
     np.testing.assert_allclose(reward, got.sum(axis=-1), rtol=1e-5)
 
 
@@ -78,7 +78,7 @@ def test_list_reward_from_candidates_with_extra_list_axes():
             for _ in range(batch)
         ]
     )
-    got = np.asarray(synthetic.list_reward_from_candidates(rel, cat, partner, lists, PARAMS))
+    got = np.asarray(true_model.list_reward_from_candidates(rel, cat, partner, lists, PARAMS))
     assert got.shape == (batch, groups)
     for b, k in np.ndindex(batch, groups):
         want = reference_reward(rel[b], cat[b], partner[b], lists[b, k], PARAMS)
@@ -92,10 +92,10 @@ def test_beam_search_matches_brute_force():
     mask = np.ones((batch, num_cands), dtype=bool)
     mask[::2, 0] = False
     mask[1::4, 4] = False
-    lists, rewards = synthetic.oracle_beam_search(
+    lists, rewards = oracle.oracle_beam_search(
         rel, cat, partner, mask, list_len, beam_width=64, params=PARAMS
     )
-    greedy_lists, greedy_rewards = synthetic.greedy_true(rel, cat, partner, mask, list_len, PARAMS)
+    greedy_lists, greedy_rewards = oracle.greedy_true(rel, cat, partner, mask, list_len, PARAMS)
     lists, rewards = np.asarray(lists), np.asarray(rewards)
     greedy_lists, greedy_rewards = np.asarray(greedy_lists), np.asarray(greedy_rewards)
     for b in range(batch):
@@ -119,25 +119,25 @@ def test_beam_search_never_repeats_or_uses_masked_candidates():
     rel, cat, partner = random_candidates(rng, batch, num_cands, 3)
     mask = rng.random((batch, num_cands)) < 0.6
     mask[:, :list_len] = True
-    sorted_lists = np.asarray(synthetic.relevance_sort_lists(rel, mask, list_len))
+    sorted_lists = np.asarray(oracle.relevance_sort_lists(rel, mask, list_len))
     for width in (1, 5, 50):
-        lists, rewards = synthetic.oracle_beam_search(
+        lists, rewards = oracle.oracle_beam_search(
             rel, cat, partner, mask, list_len, beam_width=width, params=PARAMS
         )
         lists = np.asarray(lists)
         for b in range(batch):
             assert len(set(lists[b].tolist())) == list_len
             assert mask[b, lists[b]].all()
-        recomputed = synthetic.list_reward_from_candidates(rel, cat, partner, lists, PARAMS)
+        recomputed = true_model.list_reward_from_candidates(rel, cat, partner, lists, PARAMS)
         np.testing.assert_allclose(rewards, recomputed, rtol=1e-5)
-    sort_rewards = synthetic.list_reward_from_candidates(rel, cat, partner, sorted_lists, PARAMS)
+    sort_rewards = true_model.list_reward_from_candidates(rel, cat, partner, sorted_lists, PARAMS)
     assert np.all(np.asarray(sort_rewards) <= np.asarray(rewards) + 1e-5)
 
 
 def test_relevance_sort_lists_is_masked_top_l():
     rel = np.array([[0.5, 2.0, -1.0, 3.0, 1.0]], dtype=np.float32)
     mask = np.array([[True, True, True, False, True]])
-    got = np.asarray(synthetic.relevance_sort_lists(rel, mask, 3))
+    got = np.asarray(oracle.relevance_sort_lists(rel, mask, 3))
     np.testing.assert_array_equal(got, [[1, 4, 0]])
 
 
@@ -180,7 +180,7 @@ def test_simulate_logs_shapes_history_labels_and_determinism():
 
     category = world.item_category[logs["items"]]
     probs = np.asarray(
-        synthetic.click_probabilities(
+        true_model.click_probabilities(
             logs["rel_logit"], category, world.category_partner[category], cfg.true_model
         ),
         dtype=np.float64,
@@ -237,4 +237,4 @@ def test_validate_names_the_bad_field(changes, field):
 
 def test_default_config_is_valid():
     synthetic.EnvConfig().validate()
-    assert synthetic.DEFAULT_BEAM_WIDTH == 50
+    assert oracle.DEFAULT_BEAM_WIDTH == 50

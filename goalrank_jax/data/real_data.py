@@ -112,10 +112,11 @@ def deduplicate(inter: raw_formats.Interactions) -> raw_formats.Interactions:
     pairs = np.char.add(np.char.add(inter.user[order], "\x00"), inter.item[order])
     _, first = np.unique(pairs, return_index=True)
     keep = np.sort(order[first])
-    return _subset(inter, keep)
+    return subset(inter, keep)
 
 
-def _subset(inter: raw_formats.Interactions, rows: np.ndarray) -> raw_formats.Interactions:
+def subset(inter: raw_formats.Interactions, rows: np.ndarray) -> raw_formats.Interactions:
+    """The interactions at the given [K] row indices, in that order."""
     return raw_formats.Interactions(
         user=inter.user[rows],
         item=inter.item[rows],
@@ -136,7 +137,7 @@ def k_core(inter: raw_formats.Interactions, k: int) -> raw_formats.Interactions:
         )
         ok = (user_count[user_idx] >= k) & (item_count[item_idx] >= k)
         if ok.all():
-            return _subset(inter, np.flatnonzero(keep))
+            return subset(inter, np.flatnonzero(keep))
         keep[np.flatnonzero(keep)[~ok]] = False
 
 

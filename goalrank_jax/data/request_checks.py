@@ -62,6 +62,16 @@ def _first(bad_rows: np.ndarray) -> int | None:
 
 
 def _check_split(feats, where, num_users, num_items, num_candidates, list_len, history_len):
+    _check_fields(feats, where, num_candidates, list_len, history_len)
+    _check_users_and_labels(feats, where, num_users, num_items)
+    valid = _check_candidates(feats, where, num_items, list_len)
+    _check_logged(feats, where, valid, list_len)
+    if "oracle_list" in feats:
+        _check_oracle(feats, where, valid, num_candidates)
+
+
+def _check_fields(feats, where, num_candidates, list_len, history_len):
+    """Every required field is present, the split is not empty, shapes match, floats are finite."""
     for field in REQUIRED_FIELDS:
         if field not in feats:
             _fail(where, None, field, "missing")
@@ -82,6 +92,9 @@ def _check_split(feats, where, num_users, num_items, num_candidates, list_len, h
             if row is not None:
                 _fail(where, row, field, f"non-finite value in {value[row].tolist()}")
 
+
+def _check_users_and_labels(feats, where, num_users, num_items):
+    """User and history ids are in range; history and candidate labels are 0 or 1."""
     user = np.asarray(feats["user_id"])
     row = _first((user < 0) | (user >= num_users))
     if row is not None:
@@ -101,6 +114,9 @@ def _check_split(feats, where, num_users, num_items, num_candidates, list_len, h
         if row is not None:
             _fail(where, row, field, f"labels must be 0 or 1, got {labels[row].tolist()}")
 
+
+def _check_candidates(feats, where, num_items, list_len):
+    """Candidate ids are in range, at least L are valid, none repeats; returns the [R, N] valid."""
     items = np.asarray(feats["cand_items"])
     valid = items >= 0
     row = _first(((items < -1) | (items >= num_items)).any(1))
@@ -124,7 +140,11 @@ def _check_split(feats, where, num_users, num_items, num_candidates, list_len, h
         _fail(
             where, row, "cand_items", f"item {item} appears more than once (positions {positions})"
         )
+    return valid
 
+
+def _check_logged(feats, where, valid, list_len):
+    """Logged positions are well formed and only logged candidates have positive labels."""
     logged = np.asarray(feats["cand_logged_pos"])
     row = _first(((logged < -1) | (logged >= list_len) | ((logged >= 0) & ~valid)).any(1))
     if row is not None:
@@ -148,16 +168,19 @@ def _check_split(feats, where, num_users, num_items, num_candidates, list_len, h
     row = _first(((labels != 0) & (logged < 0)).any(1))
     if row is not None:
         _fail(where, row, "cand_labels", "a candidate that was not logged has a positive label")
-    if "oracle_list" in feats:
-        oracle = np.asarray(feats["oracle_list"])
-        inside = (oracle >= 0) & (oracle < num_candidates)
-        picked = np.take_along_axis(valid, np.clip(oracle, 0, num_candidates - 1), 1)
-        repeated = (np.sort(oracle, 1)[:, 1:] == np.sort(oracle, 1)[:, :-1]).any(1)
-        row = _first(~(inside & picked).all(1) | repeated)
-        if row is not None:
-            _fail(
-                where,
-                row,
-                "oracle_list",
-                f"must be L distinct valid candidate positions: {oracle[row].tolist()}",
-            )
+
+
+def _check_oracle(feats, where, valid, num_candidates):
+    """The oracle list holds L distinct valid candidate positions."""
+    oracle = np.asarray(feats["oracle_list"])
+    inside = (oracle >= 0) & (oracle < num_candidates)
+    picked = np.take_along_axis(valid, np.clip(oracle, 0, num_candidates - 1), 1)
+    repeated = (np.sort(oracle, 1)[:, 1:] == np.sort(oracle, 1)[:, :-1]).any(1)
+    row = _first(~(inside & picked).all(1) | repeated)
+    if row is not None:
+        _fail(
+            where,
+            row,
+            "oracle_list",
+            f"must be L distinct valid candidate positions: {oracle[row].tolist()}",
+        )

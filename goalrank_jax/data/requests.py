@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from goalrank_jax.data import candidates as candidates_lib
 from goalrank_jax.data import retriever as retriever_lib
 
 SPLITS = ("train", "validation", "test")
@@ -91,6 +92,80 @@ def build_histories(logs: Logs, history_len: int) -> tuple[np.ndarray, np.ndarra
     return hist_items, hist_labels, seen
 
 
+def _train_and_retrieve(
+    logs: Logs,
+    split: np.ndarray,
+    seen: np.ndarray,
+    num_users: int,
+    num_items: int,
+    num_candidates: int,
+    retriever_config: retriever_lib.RetrieverConfig,
+    log_fn: Callable[[str], None],
+) -> tuple[retriever_lib.RetrieverParams, np.ndarray]:
+    """Trains the retriever on the train split and retrieves N - L unseen items per request.
+
+    Returns:
+        (trained retriever parameters, [R, N - L] int32 retrieved item ids).
+    """
+    num_requests, list_len = logs.items.shape
+    train = split == 0
+    # The retriever learns from positive feedback only (implicit-feedback MF with sampled
+    # negatives): the logged non-clicked items were chosen for their relevance, and using them as
+    # negatives teaches the retriever to prefer items that were rarely shown.
+    positive = (logs.labels[train] > 0).reshape(-1)
+    log_fn(
+        f"[data] training the stage-1 retriever on the {int(positive.sum())} positive "
+        f"interactions of {int(train.sum())} train requests"
+    )
+    params = retriever_lib.train_retriever(
+        np.repeat(logs.user[train], list_len)[positive],
+        logs.items[train].reshape(-1)[positive],
+        np.ones(int(positive.sum()), np.int8),
+        num_users,
+        num_items,
+        retriever_config,
+        log_fn=log_fn,
+    )
+    num_retrieved = num_candidates - list_len
+    log_fn(f"[data] retrieving {num_retrieved} candidates for {num_requests} requests")
+    retrieved = candidates_lib.retrieve(params, logs.user, seen, num_retrieved)
+    return params, retrieved
+
+
+def _stats(
+    logs: Logs,
+    split: np.ndarray,
+    seen: np.ndarray,
+    params: retriever_lib.RetrieverParams,
+    num_retrieved: int,
+) -> dict[str, float]:
+    """Dataset statistics, with the retriever's recall of the test positives."""
+    num_requests, list_len = logs.items.shape
+    test = split == 2
+    pos_rows, pos_cols = np.nonzero((logs.labels > 0) & test[:, None])
+    history_only = np.where(
+        np.arange(seen.shape[1])[None, :] < (logs.order[pos_rows, None] * list_len),
+        seen[pos_rows],
+        -1,
+    )
+    recall = (
+        candidates_lib.recall_of_positives(
+            params, logs.user[pos_rows], logs.items[pos_rows, pos_cols], history_only, num_retrieved
+        )
+        if len(pos_rows)
+        else float("nan")
+    )
+    return {
+        "users": int(len(np.unique(logs.user))),
+        "items": int(len(np.unique(logs.items))),
+        "requests": int(num_requests),
+        **{f"requests_{name}": int((split == i).sum()) for i, name in enumerate(SPLITS)},
+        "positives_per_request": float(logs.labels.sum(1).mean()),
+        "positive_rate": float(logs.labels.mean()),
+        f"retriever_recall@{num_retrieved}_test_positives": float(recall),
+    }
+
+
 def build_requests(
     logs: Logs,
     num_users: int,
@@ -116,27 +191,9 @@ def build_requests(
     split = assign_splits(logs, valid_fraction, test_fraction)
     hist_items, hist_labels, seen = build_histories(logs, history_len)
 
-    train = split == 0
-    # The retriever learns from positive feedback only (implicit-feedback MF with sampled
-    # negatives): the logged non-clicked items were chosen for their relevance, and using them as
-    # negatives teaches the retriever to prefer items that were rarely shown.
-    positive = (logs.labels[train] > 0).reshape(-1)
-    log_fn(
-        f"[data] training the stage-1 retriever on the {int(positive.sum())} positive "
-        f"interactions of {int(train.sum())} train requests"
+    params, retrieved = _train_and_retrieve(
+        logs, split, seen, num_users, num_items, num_candidates, retriever_config, log_fn
     )
-    params = retriever_lib.train_retriever(
-        np.repeat(logs.user[train], list_len)[positive],
-        logs.items[train].reshape(-1)[positive],
-        np.ones(int(positive.sum()), np.int8),
-        num_users,
-        num_items,
-        retriever_config,
-        log_fn=log_fn,
-    )
-    num_retrieved = num_candidates - list_len
-    log_fn(f"[data] retrieving {num_retrieved} candidates for {num_requests} requests")
-    retrieved = retriever_lib.retrieve(params, logs.user, seen, num_retrieved)
     scores_all = (
         np.einsum(
             "rd,rmd->rm",
@@ -172,30 +229,7 @@ def build_requests(
         for i, name in enumerate(SPLITS)
     }
 
-    test = split == 2
-    pos_rows, pos_cols = np.nonzero((logs.labels > 0) & test[:, None])
-    history_only = np.where(
-        np.arange(seen.shape[1])[None, :] < (logs.order[pos_rows, None] * list_len),
-        seen[pos_rows],
-        -1,
-    )
-    recall = (
-        retriever_lib.recall_of_positives(
-            params, logs.user[pos_rows], logs.items[pos_rows, pos_cols], history_only, num_retrieved
-        )
-        if len(pos_rows)
-        else float("nan")
-    )
-    stats = {
-        "users": int(len(np.unique(logs.user))),
-        "items": int(len(np.unique(logs.items))),
-        "requests": int(num_requests),
-        **{f"requests_{name}": int((split == i).sum()) for i, name in enumerate(SPLITS)},
-        "positives_per_request": float(logs.labels.sum(1).mean()),
-        "positive_rate": float(logs.labels.mean()),
-        f"retriever_recall@{num_retrieved}_test_positives": float(recall),
-    }
-    return by_split, stats
+    return by_split, _stats(logs, split, seen, params, num_candidates - list_len)
 
 
 def build_requests_from_config(

@@ -20,7 +20,7 @@ import numpy as np
 
 from goalrank_jax.data import requests as requests_lib
 from goalrank_jax.data import tfds_requests
-from goalrank_jax.env import synthetic
+from goalrank_jax.env import oracle, synthetic
 
 ORACLE_CHUNK = 2048
 
@@ -37,7 +37,7 @@ def _oracle(cand_logit, cand_cat, cand_partner, list_len, width, params):
     lists, rewards = [], []
     for start in range(0, len(cand_logit), ORACLE_CHUNK):
         part = slice(start, start + ORACLE_CHUNK)
-        chunk_lists, chunk_rewards = synthetic.oracle_beam_search(
+        chunk_lists, chunk_rewards = oracle.oracle_beam_search(
             cand_logit[part],
             cand_cat[part],
             cand_partner[part],

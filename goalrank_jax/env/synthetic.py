@@ -1,46 +1,28 @@
-"""Embedded synthetic environment with a known, list-wise true user model.
+"""Embedded synthetic environment: the generated world and the logging policy.
 
 The environment has three parts:
 
-* a *world* (users, items, categories, popularity), generated on the host with numpy from a seed;
-* a *true response model* in closed form: for the item at position t (0-based) of a list,
-
-      p_t = exam_t * sigmoid(rel_t - redundancy_penalty * n_same_t + complement_bonus * comp_t),
-      exam_t = (1 / (t + 1)) ** examination_power,
-
-  where n_same_t counts the items above t that share its category and comp_t is 1 when some item
-  above t has the *partner* category of t's category. The expected reward of a list is the
-  expected number of clicks, sum_t p_t. Because p_t depends only on the prefix and the item at t,
-  the reward is a sum of incremental terms, which the oracle beam search exploits;
+* a *world* (users, items, categories, popularity), generated on the host with numpy from a seed
+  (this module);
+* a *true response model* in closed form, whose expected reward of a list is the expected number
+  of clicks (goalrank_jax/env/true_model.py), with an oracle beam search for the best list
+  (goalrank_jax/env/oracle.py);
 * a *logging policy* (a noisy relevance ranker) whose lists receive Bernoulli feedback sampled
-  from the true model.
+  from the true model (this module).
 
-Axis names in shapes: B batch, N candidates, L list length, I items, U users, C categories,
-M an arbitrary number of items per row, R logged requests, W beam width, d latent dimension.
+Axis names in shapes: B batch, L list length, I items, U users, C categories,
+M an arbitrary number of items per row, R logged requests, d latent dimension.
 """
 
 import dataclasses
-import functools
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_BEAM_WIDTH = 50
-"""Beam width of the oracle used by the project; reports must state the width they used."""
+from goalrank_jax.env.true_model import TrueModelParams, click_probabilities
 
-
-@dataclasses.dataclass(frozen=True)
-class TrueModelParams:
-    """Scalars of the true list-wise response model."""
-
-    # eta: examination at 0-based position t is (1 / (t + 1)) ** eta.
-    examination_power: float = 1.0
-    # Logit penalty per item above with the same category.
-    redundancy_penalty: float = 2.0
-    # Logit bonus when some item above has the partner category of this item's category.
-    complement_bonus: float = 2.0
+# Re-exported: goalrank_jax/evaluate.py calls synthetic.list_reward_from_candidates.
+from goalrank_jax.env.true_model import list_reward_from_candidates as list_reward_from_candidates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,214 +206,6 @@ def relevance_logits(
         + cfg.category_weight * np.log(cfg.num_categories * pref)
     )
     return logits.astype(np.float32)
-
-
-def click_probabilities(
-    rel_logit: jax.Array,
-    category: jax.Array,
-    partner: jax.Array,
-    params: TrueModelParams,
-) -> jax.Array:
-    """Click probability of every position of lists under the true model.
-
-    Args:
-        rel_logit: [..., L] true relevance logits of the listed items, in list order.
-        category: [..., L] int category of each listed item.
-        partner: [..., L] int partner category of each listed item's category.
-        params: the true-model scalars.
-
-    Returns:
-        [..., L] float32 click probabilities p_t.
-    """
-    rel_logit = jnp.asarray(rel_logit, jnp.float32)
-    category = jnp.asarray(category)
-    partner = jnp.asarray(partner)
-    list_len = rel_logit.shape[-1]
-    above = jnp.tril(jnp.ones((list_len, list_len), dtype=bool), k=-1)
-    same = category[..., :, None] == category[..., None, :]
-    completes = partner[..., :, None] == category[..., None, :]
-    n_same = jnp.sum(same & above, axis=-1).astype(jnp.float32)
-    comp = jnp.any(completes & above, axis=-1).astype(jnp.float32)
-    positions = jnp.arange(list_len, dtype=jnp.float32)
-    exam = (positions + 1.0) ** (-params.examination_power)
-    logit = rel_logit - params.redundancy_penalty * n_same + params.complement_bonus * comp
-    return exam * jax.nn.sigmoid(logit)
-
-
-def expected_list_reward(
-    rel_logit: jax.Array,
-    category: jax.Array,
-    partner: jax.Array,
-    params: TrueModelParams,
-) -> jax.Array:
-    """Expected number of clicks of lists under the true model.
-
-    Args:
-        rel_logit: [..., L] true relevance logits of the listed items, in list order.
-        category: [..., L] int category of each listed item.
-        partner: [..., L] int partner category of each listed item's category.
-        params: the true-model scalars.
-
-    Returns:
-        [...] float32 expected rewards sum_t p_t.
-    """
-    return jnp.sum(click_probabilities(rel_logit, category, partner, params), axis=-1)
-
-
-def list_reward_from_candidates(
-    cand_rel_logit: jax.Array,
-    cand_category: jax.Array,
-    cand_partner: jax.Array,
-    lists: jax.Array,
-    params: TrueModelParams,
-) -> jax.Array:
-    """Expected reward of lists given as indices into per-request candidate sets.
-
-    Args:
-        cand_rel_logit: [B, N] true relevance logits of the candidates.
-        cand_category: [B, N] int candidate categories.
-        cand_partner: [B, N] int partner category of each candidate's category.
-        lists: [B, ..., L] int indices into the N candidates, any number of extra list axes.
-        params: the true-model scalars.
-
-    Returns:
-        [B, ...] float32 expected rewards.
-    """
-    lists = jnp.asarray(lists)
-    batch = lists.shape[0]
-    flat = lists.reshape(batch, -1)
-
-    def gather(values: jax.Array) -> jax.Array:
-        return jnp.take_along_axis(jnp.asarray(values), flat, axis=1).reshape(lists.shape)
-
-    return expected_list_reward(
-        gather(cand_rel_logit), gather(cand_category), gather(cand_partner), params
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("list_len", "beam_width", "params"))
-def oracle_beam_search(
-    cand_rel_logit: jax.Array,
-    cand_category: jax.Array,
-    cand_partner: jax.Array,
-    cand_mask: jax.Array,
-    list_len: int,
-    beam_width: int = DEFAULT_BEAM_WIDTH,
-    params: TrueModelParams = TrueModelParams(),
-) -> tuple[jax.Array, jax.Array]:
-    """Beam search for the best list under the true model.
-
-    At each position every beam is extended by every unused valid candidate; the incremental
-    reward p_t of the new item depends only on the beam's prefix. The W best extensions are kept.
-    Beams are distinct ordered prefixes: at the first position only one (empty) beam is live, and
-    later extensions of distinct prefixes are distinct. Each row needs at least L valid candidates.
-
-    Args:
-        cand_rel_logit: [B, N] true relevance logits of the candidates.
-        cand_category: [B, N] int candidate categories.
-        cand_partner: [B, N] int partner category of each candidate's category.
-        cand_mask: [B, N] bool, True for valid candidates.
-        list_len: L, static.
-        beam_width: W, static (the project's oracle uses DEFAULT_BEAM_WIDTH = 50).
-        params: the true-model scalars, static.
-
-    Returns:
-        lists: [B, L] int32 indices into N of the best list found.
-        rewards: [B] float32 its expected reward.
-    """
-    rel = jnp.asarray(cand_rel_logit, jnp.float32)
-    category = jnp.asarray(cand_category)
-    partner = jnp.asarray(cand_partner)
-    mask = jnp.asarray(cand_mask, bool)
-    batch, num_cands = rel.shape
-    # same_category[b, k, j]: candidates k and j share a category.
-    same_category = category[:, :, None] == category[:, None, :]
-    # completes[b, k, j]: candidate k placed above candidate j complements it.
-    completes = category[:, :, None] == partner[:, None, :]
-
-    scores = jnp.full((batch, beam_width), -jnp.inf, jnp.float32).at[:, 0].set(0.0)
-    beam_lists = jnp.zeros((batch, beam_width, list_len), jnp.int32)
-    used = jnp.zeros((batch, beam_width, num_cands), bool)
-    n_same = jnp.zeros((batch, beam_width, num_cands), jnp.float32)
-    comp = jnp.zeros((batch, beam_width, num_cands), bool)
-
-    def step(t, state):
-        scores, beam_lists, used, n_same, comp = state
-        exam = (t + 1.0) ** (-params.examination_power)
-        logit = (
-            rel[:, None, :]
-            - params.redundancy_penalty * n_same
-            + params.complement_bonus * comp.astype(jnp.float32)
-        )
-        valid = mask[:, None, :] & ~used & jnp.isfinite(scores)[:, :, None]
-        extended = jnp.where(valid, scores[:, :, None] + exam * jax.nn.sigmoid(logit), -jnp.inf)
-        top_scores, top_index = jax.lax.top_k(extended.reshape(batch, -1), beam_width)
-        parent = top_index // num_cands
-        item = (top_index % num_cands).astype(jnp.int32)
-
-        def from_parent(values: jax.Array) -> jax.Array:
-            return jnp.take_along_axis(values, parent[:, :, None], axis=1)
-
-        def rows_of_item(pairwise: jax.Array) -> jax.Array:
-            return jnp.take_along_axis(pairwise, item[:, :, None], axis=1)
-
-        beam_lists = from_parent(beam_lists).at[:, :, t].set(item)
-        used = from_parent(used) | jax.nn.one_hot(item, num_cands, dtype=bool)
-        n_same = from_parent(n_same) + rows_of_item(same_category).astype(jnp.float32)
-        comp = from_parent(comp) | rows_of_item(completes)
-        return top_scores, beam_lists, used, n_same, comp
-
-    scores, beam_lists, *_ = jax.lax.fori_loop(
-        0, list_len, step, (scores, beam_lists, used, n_same, comp)
-    )
-    best = jnp.argmax(scores, axis=1)
-    lists = jnp.take_along_axis(beam_lists, best[:, None, None], axis=1)[:, 0]
-    rewards = jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0]
-    return lists, rewards
-
-
-def greedy_true(
-    cand_rel_logit: jax.Array,
-    cand_category: jax.Array,
-    cand_partner: jax.Array,
-    cand_mask: jax.Array,
-    list_len: int,
-    params: TrueModelParams = TrueModelParams(),
-) -> tuple[jax.Array, jax.Array]:
-    """Greedy list under the true model (beam search of width 1).
-
-    Args:
-        cand_rel_logit: [B, N] true relevance logits of the candidates.
-        cand_category: [B, N] int candidate categories.
-        cand_partner: [B, N] int partner category of each candidate's category.
-        cand_mask: [B, N] bool, True for valid candidates.
-        list_len: L.
-        params: the true-model scalars.
-
-    Returns:
-        lists: [B, L] int32 indices into N; rewards: [B] float32 expected rewards.
-    """
-    return oracle_beam_search(
-        cand_rel_logit, cand_category, cand_partner, cand_mask, list_len, 1, params
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("list_len",))
-def relevance_sort_lists(
-    cand_rel_logit: jax.Array, cand_mask: jax.Array, list_len: int
-) -> jax.Array:
-    """Top-L valid candidates by true relevance logit, in decreasing order.
-
-    Args:
-        cand_rel_logit: [B, N] true relevance logits of the candidates.
-        cand_mask: [B, N] bool, True for valid candidates.
-        list_len: L, static.
-
-    Returns:
-        [B, L] int32 indices into N.
-    """
-    masked = jnp.where(cand_mask, jnp.asarray(cand_rel_logit, jnp.float32), -jnp.inf)
-    return jax.lax.top_k(masked, list_len)[1].astype(jnp.int32)
 
 
 def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
