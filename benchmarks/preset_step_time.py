@@ -5,9 +5,9 @@ prints one JSON line per (variant, preset).
     python benchmarks/preset_step_time.py --presets=0.3m,1m,3m,10m --variants=prefix
 
 The config is the scaling study's (experiments/scaling.py: batch 32, K = 8, N = 50, L = 6, reward
-model D = 64, float32) with the generator of each preset (goalrank_jax/presets.py); the requests
-are random (the cost of a step does not depend on the values). For each point the step is first
-compiled on *abstract* state (nothing allocated) and XLA's memory analysis gives the bytes the
+model D = 64, float32) with the generator of each preset (goalrank_jax/scaling/presets.py); the
+requests are random (the cost of a step does not depend on the values). For each point the step is
+first compiled on *abstract* state (nothing allocated) and XLA's memory analysis gives the bytes the
 step needs (arguments + outputs - donated aliases + temporaries). A point whose need exceeds
 ``--memory_limit_gb`` (default: 90 % of MemAvailable, so this machine's) is reported as not
 fitting and the larger presets of that variant are skipped. Otherwise the state is allocated,
@@ -29,9 +29,10 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from goalrank_jax import configs, policies, presets, sharding
+from goalrank_jax import configs, policies, sharding
 from goalrank_jax import train_step as ts
 from goalrank_jax.models import make_generator, make_reward_model
+from goalrank_jax.scaling import presets
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/scaling.py", "Experiment config.")
 _PRESETS = flags.DEFINE_list("presets", list(presets.PRESETS), "Size presets, any order.")

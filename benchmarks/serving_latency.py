@@ -4,8 +4,9 @@
 
 For each variant a freshly initialised generator (the weights do not change the cost) at the
 paper's size (N=50, L=6, H=50, D=128, 2 layers, 2 heads, FF 128) is exported with
-``goalrank_jax.export.export_ranker``, loaded back with ``goalrank_jax.rank.load_ranker`` (the
-deserialized artifact, exactly as the ranking command runs it) and timed numpy-in, numpy-out:
+``goalrank_jax.serving.export.export_ranker``, loaded back with
+``goalrank_jax.serving.rank.load_ranker`` (the deserialized artifact, exactly as the ranking
+command runs it) and timed numpy-in, numpy-out:
 the latency of single requests (p50 / p99 / mean over ``--latency_calls`` calls after
 ``--warmup_calls``) and the throughput at ``--throughput_batch`` requests per call (the median
 of ``--throughput_repeats`` calls). Export time, artifact size and the first call of each batch
@@ -25,8 +26,9 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from goalrank_jax import configs, export, policies, rank
+from goalrank_jax import configs, policies
 from goalrank_jax.models import make_generator
+from goalrank_jax.serving import export, rank
 
 _VARIANTS = flags.DEFINE_list("variants", ["prefix", "fast"], "Generator variants to time.")
 _NUM_CANDIDATES = flags.DEFINE_integer("num_candidates", 50, "N: candidates per request.")

@@ -9,11 +9,11 @@ Args (after the colon, comma-separated): ``smoke`` = tiny sizes and a few steps 
 (seconds); ``dataset=NAME`` = synthetic (default), ml100k, ml1m, amazon_book or kuairand. Real
 datasets read their raw files from ``--config.data.manual_dir`` (see goalrank_jax/data/real_data.py
 for the file names and where to download them) and add the held-out simulator stage.
-``size=NAME`` = a generator size preset of goalrank_jax/presets.py (0.01m .. 300m; applied after
-``smoke``, so ``smoke,size=1m`` is tiny data with a 1M generator); ``variant=prefix|fast`` = the
-generator variant. A preset's depth depends on the variant, so choose the variant here
+``size=NAME`` = a generator size preset of goalrank_jax/scaling/presets.py (0.01m .. 300m; applied
+after ``smoke``, so ``smoke,size=1m`` is tiny data with a 1M generator); ``variant=prefix|fast``
+= the generator variant. A preset's depth depends on the variant, so choose the variant here
 (``:size=10m,variant=fast``) rather than with ``--config.generator.variant``, which would keep
-the prefix variant's depth. Counts: ``python -m goalrank_jax.param_count --config=...``.
+the prefix variant's depth. Counts: ``python -m goalrank_jax.scaling.param_count --config=...``.
 Every field is documented in goalrank_jax/configs.py; the values here differ from the paper's
 (D=128, K=20, batch 512, 200 epochs) only to fit the default run in about 20 minutes on a
 2-core CPU. Override any of them with --config.<field>=<value>.
@@ -21,7 +21,8 @@ Every field is documented in goalrank_jax/configs.py; the values here differ fro
 
 import ml_collections
 
-from goalrank_jax import configs, presets
+from goalrank_jax import configs
+from goalrank_jax.scaling import presets
 
 REAL_DATASETS = ("ml100k", "ml1m", "amazon_book", "kuairand")
 

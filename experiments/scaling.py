@@ -15,7 +15,8 @@ the ``scaling`` group below says which sizes and variants to train. The budget i
 every size and variant: ``train.num_steps`` steps of ``train.batch_size`` requests, groups of
 ``gro.group_size`` lists, learning rate ``train.optim.learning_rate``, no model selection (the
 last state is evaluated). Only the generator's width and depth change between runs
-(goalrank_jax/presets.py). One reward model, trained in the first run, is shared by every run.
+(goalrank_jax/scaling/presets.py). One reward model, trained in the first run, is shared by every
+run.
 
 Sizing (docs/scaling.md): the default sweep (0.01m .. 0.3m, both variants, 400 steps of 32
 requests) plus ``--sizes=1m,3m --variants=fast`` in the same workdir are estimated at about
@@ -54,10 +55,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     cfg.scaling = ml_collections.ConfigDict()
     sc = cfg.scaling
-    # Size presets to train (names of goalrank_jax/presets.PRESETS), run smallest first.
+    # Size presets to train (names of goalrank_jax/scaling/presets.PRESETS), smallest first.
     sc.sizes = ("0.01m", "0.03m", "0.1m", "0.3m")
     sc.variants = ("prefix", "fast")  # Generator variants; each size is trained for each.
-    # Optional comparison.json of `python -m goalrank_jax.compare` ("" = none): its MG-E
+    # Optional comparison.json of `python -m goalrank_jax.comparison` ("" = none): its MG-E
     # curve (quality versus the number of generators k) becomes the plot's second panel.
     sc.mge_results = ""
     sc.metric = "test/true_reward"  # Quality on the plot's y axis (a results.json key).

@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from goalrank_jax import configs, presets
+from goalrank_jax import configs
 from goalrank_jax.models import make_generator
+from goalrank_jax.scaling import presets
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 EXPERIMENT = os.path.join(REPO, "experiments", "goalrank.py")
@@ -126,7 +127,7 @@ def test_size_arg_applies_the_preset_and_combines_with_the_others():
 
 def _param_count(*args):
     return subprocess.run(
-        [sys.executable, "-m", "goalrank_jax.param_count", *args],
+        [sys.executable, "-m", "goalrank_jax.scaling.param_count", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from goalrank_jax import presets, scaling
+from goalrank_jax.scaling import presets
+from goalrank_jax.scaling import study as scaling
 
 EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "scaling.py")
 SIZES = ("0.01m", "0.03m")

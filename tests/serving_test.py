@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from goalrank_jax import checkpointing, configs, export, policies, rank
+from goalrank_jax import checkpointing, configs, policies
 from goalrank_jax import train_step as ts
 from goalrank_jax.models import make_generator
+from goalrank_jax.serving import export, rank
 
 sys.path.insert(0, os.path.dirname(__file__))
 from step_fixtures import NUM_ITEMS, NUM_USERS, random_batch  # noqa: E402
@@ -139,7 +140,7 @@ def test_export_command_exports_the_final_state(workdir, tmp_path):
     _write_config(workdir["root"], _config())
     out = str(tmp_path / "serving")
     result = subprocess.run(
-        [sys.executable, "-m", "goalrank_jax.export", f"--workdir={workdir['root']}"]
+        [sys.executable, "-m", "goalrank_jax.serving.export", f"--workdir={workdir['root']}"]
         + [f"--output={out}"],
         capture_output=True,
         text=True,
@@ -221,7 +222,7 @@ _RUN_AND_LIST_MODULES = """
 import json, runpy, sys
 sys.argv = ["rank"] + sys.argv[1:]
 try:
-    runpy.run_module("goalrank_jax.rank", run_name="__main__", alter_sys=True)
+    runpy.run_module("goalrank_jax.serving.rank", run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as exit:
     code = exit.code
@@ -249,7 +250,10 @@ def test_rank_command_end_to_end_with_jax_and_numpy_only(model, tmp_path):
     modules = report["modules"]
     assert not [m for m in modules if m.split(".")[0] in TRAINING_PACKAGES]
     # rank.py ran as __main__; no other module of the package was imported.
-    assert [m for m in modules if m.startswith("goalrank_jax")] == ["goalrank_jax"]
+    assert [m for m in modules if m.startswith("goalrank_jax")] == [
+        "goalrank_jax",
+        "goalrank_jax.serving",
+    ]
 
     ranked = [json.loads(line) for line in output.read_text().splitlines()]
     expected = _expected_positions(model["policy"], model["params"], requests)

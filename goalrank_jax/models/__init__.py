@@ -1,18 +1,32 @@
-"""Flax Linen models: the two generator variants and the reward models."""
+"""Flax Linen models: the generator variants and the reward models.
+
+The generator variants are those of :mod:`goalrank_jax.models.registry`; importing a module that
+registers one (e.g. ``generator`` below) is what makes it a valid ``ModelConfig.variant``. A new
+variant is one file plus its import here (see registry.py).
+"""
 
 import jax.numpy as jnp
 
-from goalrank_jax.configs import GENERATOR_VARIANTS
 from goalrank_jax.models.generator import (
     FastContext,
     FastGenerator,
     GeneratorContext,
     PrefixGenerator,
 )
+from goalrank_jax.models.interface import Generator
+from goalrank_jax.models.registry import (
+    GeneratorSpec,
+    generator_variants,
+    get_generator,
+    register_generator,
+    unregister_generator,
+)
 from goalrank_jax.models.reward_model import ListAwareRewardModel, PointwiseRewardModel
 
 
-def _kwargs(model_config) -> dict:
+def model_kwargs(model_config) -> dict:
+    """The backbone fields of ``model_config`` shared by every generator and reward model, as
+    constructor keyword arguments (``causal`` is not among them: each builder sets it)."""
     return dict(
         embed_dim=model_config.embed_dim,
         num_layers=model_config.num_layers,
@@ -27,19 +41,15 @@ def _kwargs(model_config) -> dict:
 
 
 def make_generator(model_config, num_users: int, num_items: int):
-    """The generator of ``model_config.variant``: "prefix" (paper-faithful) or "fast"."""
-    common = dict(
+    """The generator of ``model_config.variant`` (a registered variant: "prefix" is the
+    paper-faithful one, "fast" the encode-once pointer decoder)."""
+    spec = get_generator(model_config.variant)
+    return spec.cls(
         num_users=num_users,
         num_items=num_items,
         causal=model_config.causal,
-        **_kwargs(model_config),
-    )
-    if model_config.variant == "prefix":
-        return PrefixGenerator(**common)
-    if model_config.variant == "fast":
-        return FastGenerator(decoder_layers=model_config.decoder_layers, **common)
-    raise ValueError(
-        f"Unknown generator variant {model_config.variant!r}; use one of {GENERATOR_VARIANTS}."
+        **model_kwargs(model_config),
+        **{name: getattr(model_config, name) for name in spec.fields},
     )
 
 
@@ -52,7 +62,7 @@ def make_reward_model(
             num_users=num_users,
             num_items=num_items,
             causal=model_config.causal,
-            **_kwargs(model_config),
+            **model_kwargs(model_config),
         )
     if kind == "list_aware":
         if list_len is None:
@@ -62,19 +72,32 @@ def make_reward_model(
             num_items=num_items,
             max_list_len=list_len,
             causal=True,
-            **_kwargs(model_config),
+            **model_kwargs(model_config),
         )
     raise ValueError(f"Unknown reward model kind {kind!r}; use 'pointwise' or 'list_aware'.")
+
+
+def __getattr__(name: str):
+    if name == "GENERATOR_VARIANTS":  # The registered variants, read when asked for.
+        return generator_variants()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "FastContext",
     "FastGenerator",
     "GENERATOR_VARIANTS",
+    "Generator",
     "GeneratorContext",
+    "GeneratorSpec",
     "ListAwareRewardModel",
     "PointwiseRewardModel",
     "PrefixGenerator",
+    "generator_variants",
+    "get_generator",
     "make_generator",
     "make_reward_model",
+    "model_kwargs",
+    "register_generator",
+    "unregister_generator",
 ]

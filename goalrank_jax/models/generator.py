@@ -11,14 +11,10 @@ then a small causal decoder over the chosen prefix, with cross-attention to the 
 candidates and a key/value cache when sampling, points at the next item. Cost per sampled list:
 L decoder steps of O((L + N) D) attention plus the pointer, instead of L full encoder passes.
 
-Both expose the same methods, used by :class:`goalrank_jax.policies.GeneratorPolicy`:
-
-* ``encode(batch, deterministic)`` -> per-request context;
-* ``init_carry(context, list_len)`` -> the decoding state of :func:`sampling.decode`;
-* ``decode_step(context, carry, prev_item, chosen, t)`` -> (next-item logits, carry);
-* ``list_logits(batch, lists, deterministic)`` -> teacher-forced logits [B, M..., L, N] of all
-  steps of lists [B, M..., L] in one pass;
-* ``__call__(batch, deterministic)`` -> first-step logits [B, N].
+Both implement :class:`goalrank_jax.models.interface.Generator` (``encode``, ``init_carry``,
+``decode_step``, ``list_logits``, ``__call__``, with their shapes), the methods
+:class:`goalrank_jax.policies.GeneratorPolicy` calls, and are registered as the variants
+"prefix" and "fast" of :mod:`goalrank_jax.models.registry`.
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ import numpy as np
 
 from goalrank_jax import sampling
 from goalrank_jax.models.layers import AffinityHead, Backbone
+from goalrank_jax.models.registry import register_generator
 
 
 class GeneratorContext(NamedTuple):
@@ -49,6 +46,12 @@ class GeneratorContext(NamedTuple):
     item_bias: jnp.ndarray
 
 
+# The preset rules: a size preset's depth for each variant. The prefix rule sets decoder_layers
+# too (unused by the prefix generator), so a preset gives the same ModelConfig as it always did.
+@register_generator(
+    "prefix",
+    preset_rule=lambda p: {"num_layers": p.prefix_layers, "decoder_layers": p.fast_decoder_layers},
+)
 class PrefixGenerator(Backbone):
     """Autoregressive list generator conditioned on the set of already chosen items.
 
@@ -227,6 +230,11 @@ class DecoderLayer(nn.Module):
         return x, (cache_k, cache_v)
 
 
+@register_generator(
+    "fast",
+    fields=("decoder_layers",),
+    preset_rule=lambda p: {"num_layers": p.fast_layers, "decoder_layers": p.fast_decoder_layers},
+)
 class FastGenerator(Backbone):
     """Encode the candidates once, then decode the list with a small pointer decoder.
 

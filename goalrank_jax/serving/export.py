@@ -1,7 +1,7 @@
 """Export the greedy ranker of a finished run as a self-contained ``jax.export`` artifact.
 
-    python -m goalrank_jax.export --workdir=runs/goalrank --output=runs/goalrank/serving
-    python -m goalrank_jax.rank --model=runs/goalrank/serving --input=requests.jsonl \
+    python -m goalrank_jax.serving.export --workdir=runs/goalrank --output=runs/goalrank/serving
+    python -m goalrank_jax.serving.rank --model=runs/goalrank/serving --input=requests.jsonl \
         --output=ranked.jsonl
 
 ``DIR/ranker.bin`` is the serialized greedy decoder of the generator policy,
@@ -9,7 +9,7 @@
 cand_items [B, N], cand_mask [B, N]) -> [B, L] int32 candidate indices``, with the parameters
 baked in as constants and a symbolic batch axis B, so one artifact serves batch 1 and batch 1024
 without the model's Python code. ``DIR/ranker.json`` describes it (:func:`export_ranker`).
-:mod:`goalrank_jax.rank` loads and runs it with jax and numpy only.
+:mod:`goalrank_jax.serving.rank` loads and runs it with jax and numpy only.
 
 The parameters are those the run evaluated: the generator stage's best checkpoint when
 ``train.select_metric`` is set, its final checkpoint otherwise. Both files are written to a
@@ -32,8 +32,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
-from goalrank_jax import configs, policies, rank, run
+from goalrank_jax import configs, policies, run
 from goalrank_jax.models import make_generator
+from goalrank_jax.serving import rank
 
 INPUT_DTYPES = {
     "user_id": np.int32,
@@ -60,6 +61,31 @@ def serving_input_specs(
     shapes["history_labels"] = shapes["history_mask"] = shapes["history_items"]
     shapes["cand_items"] = shapes["cand_mask"] = (batch_size, num_candidates)
     return {name: jax.ShapeDtypeStruct(shapes[name], INPUT_DTYPES[name]) for name in INPUT_DTYPES}
+
+
+def _artifact_metadata(exported, blob, specs, policy, num_users, num_items) -> dict[str, Any]:
+    """The part of ``ranker.json`` that describes the artifact's file, inputs and output."""
+    (out_aval,) = exported.out_avals
+    return {
+        "format_version": rank.FORMAT_VERSION,
+        "artifact": rank.ARTIFACT_FILE,
+        "artifact_sha256": hashlib.sha256(blob).hexdigest(),
+        "artifact_bytes": len(blob),
+        "num_candidates": int(specs[rank.INPUT_NAMES.index("cand_items")].shape[1]),
+        "list_len": int(policy.list_len),
+        "history_len": int(specs[rank.INPUT_NAMES.index("history_items")].shape[1]),
+        "num_items": int(num_items),
+        "num_users": int(num_users),
+        "inputs": [
+            {"name": name, "dtype": np.dtype(spec.dtype).name, "shape": [None, *spec.shape[1:]]}
+            for name, spec in zip(rank.INPUT_NAMES, specs, strict=True)
+        ],
+        "output": {
+            "name": "ranked_positions",
+            "dtype": np.dtype(out_aval.dtype).name,
+            "shape": [None, *out_aval.shape[1:]],
+        },
+    }
 
 
 def export_ranker(
@@ -114,26 +140,8 @@ def export_ranker(
 
     exported = jax.export.export(jax.jit(greedy_ranker), platforms=platforms)(*specs)
     blob = bytes(exported.serialize())
-    (out_aval,) = exported.out_avals
     metadata = {
-        "format_version": rank.FORMAT_VERSION,
-        "artifact": rank.ARTIFACT_FILE,
-        "artifact_sha256": hashlib.sha256(blob).hexdigest(),
-        "artifact_bytes": len(blob),
-        "num_candidates": int(specs[rank.INPUT_NAMES.index("cand_items")].shape[1]),
-        "list_len": int(policy.list_len),
-        "history_len": int(specs[rank.INPUT_NAMES.index("history_items")].shape[1]),
-        "num_items": int(num_items),
-        "num_users": int(num_users),
-        "inputs": [
-            {"name": name, "dtype": np.dtype(spec.dtype).name, "shape": [None, *spec.shape[1:]]}
-            for name, spec in zip(rank.INPUT_NAMES, specs, strict=True)
-        ],
-        "output": {
-            "name": "ranked_positions",
-            "dtype": np.dtype(out_aval.dtype).name,
-            "shape": [None, *out_aval.shape[1:]],
-        },
+        **_artifact_metadata(exported, blob, specs, policy, num_users, num_items),
         "generator_variant": variant,
         "decoding": "plackett_luce_sort" if policy.plackett_luce else "greedy",
         "config_hash": config_hash,

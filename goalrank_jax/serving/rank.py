@@ -1,10 +1,10 @@
 """Rank JSON-lines requests with an exported GoalRank ranker; needs only jax and numpy.
 
-    python -m goalrank_jax.rank --model=DIR --input=requests.jsonl --output=ranked.jsonl \
-        [--batch_size=1024]
+    python -m goalrank_jax.serving.rank --model=DIR --input=requests.jsonl \
+        --output=ranked.jsonl [--batch_size=1024]
 
-``DIR`` holds ``ranker.bin`` and ``ranker.json`` written by ``python -m goalrank_jax.export``.
-Each input line is one request::
+``DIR`` holds ``ranker.bin`` and ``ranker.json`` written by
+``python -m goalrank_jax.serving.export``. Each input line is one request::
 
     {"request_id": any, "user_id": int, "history_items": [int], "history_labels": [0/1],
      "cand_items": [int]}
@@ -297,7 +297,7 @@ def atomic_write(path: str, data: bytes) -> None:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m goalrank_jax.rank", description=__doc__.split("\n\n")[0]
+        prog="python -m goalrank_jax.serving.rank", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--model", required=True, help="Directory with ranker.bin and ranker.json (the export)."

@@ -6,7 +6,7 @@ in each: the prefix generator's only stack is its candidate encoder (~12 D^2 per
 the fast generator needs at least one encoder layer *and* one decoder layer (~16 D^2, with
 cross-attention). Each preset's depths are chosen so that the **non-embedding** parameter count
 of both variants is close to the preset's name on the default synthetic data (2,000 items,
-1,000 users, N = 50 candidates); the counts (``python -m goalrank_jax.param_count --table``)
+1,000 users, N = 50 candidates); the counts (``python -m goalrank_jax.scaling.param_count --table``)
 are in docs/scaling.md. The embedding tables (item, user, history-label embeddings and the
 per-item bias) scale with the vocabulary, not with the preset.
 
@@ -16,7 +16,7 @@ shrink from one preset to the next.
 Counting: :func:`count_generator` runs ``jax.eval_shape`` of the generator's real ``init`` on an
 abstract batch (nothing is allocated, so 300M parameters are counted on a CPU in seconds) and
 splits the count into the vocabulary-sized embedding tables (:data:`EMBEDDING_TABLES`) and the
-rest. ``python -m goalrank_jax.param_count`` prints the counts.
+rest. ``python -m goalrank_jax.scaling.param_count`` prints the counts.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from goalrank_jax import configs
-from goalrank_jax.configs import GENERATOR_VARIANTS, ModelConfig
-from goalrank_jax.models import make_generator
+from goalrank_jax.configs import ModelConfig
+from goalrank_jax.models import generator_variants, get_generator, make_generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,18 +44,16 @@ class Preset:
     fast_decoder_layers: int  # Fast variant: layers of the pointer decoder.
 
     def model_fields(self, variant: str) -> dict[str, int | str]:
-        """The ``ModelConfig`` fields this preset sets for ``variant``."""
-        if variant not in GENERATOR_VARIANTS:
-            raise ValueError(
-                f"Unknown generator variant {variant!r}; use one of {GENERATOR_VARIANTS}."
-            )
+        """The ``ModelConfig`` fields this preset sets for ``variant``: the width, shared by
+        every variant, and the depth that the variant's registered preset rule
+        (goalrank_jax/models/registry.py) takes from this preset."""
+        spec = get_generator(variant)  # raises on an unknown variant, listing the registered
         return dict(
             variant=variant,
             embed_dim=self.embed_dim,
             num_heads=self.num_heads,
             ff_dim=self.ff_dim,
-            num_layers=self.prefix_layers if variant == "prefix" else self.fast_layers,
-            decoder_layers=self.fast_decoder_layers,
+            **spec.preset_fields(self),
         )
 
 
@@ -111,7 +109,7 @@ def sorted_names(names) -> list[str]:
     return sorted(set(names), key=order.index)
 
 
-# Parameter counts (``python -m goalrank_jax.param_count`` prints them).
+# Parameter counts (``python -m goalrank_jax.scaling.param_count`` prints them).
 
 EMBEDDING_TABLES = ("item_embed", "user_embed", "label_embed", "item_bias")
 
@@ -187,7 +185,7 @@ def preset_rows(base: configs.ModelConfig, num_users, num_items, num_candidates)
     rows = []
     for name, preset in PRESETS.items():
         row = {"preset": name, "preset_fields": dataclasses.asdict(preset)}
-        for variant in GENERATOR_VARIANTS:
+        for variant in generator_variants():
             model = apply_preset(base, name, variant)
             counted = count_generator(model, num_users, num_items, num_candidates)
             row[variant] = {
@@ -208,20 +206,33 @@ def _exact(n: int) -> str:
     return f"{n:,} ({format_millions(n)})"
 
 
+def _depth(variant: str, preset: Preset) -> tuple[str, str]:
+    """(column label, cell) of the depth of ``variant`` at ``preset``: "layers" / "4", or
+    "enc+dec layers" / "3+1" for a variant with a decoder."""
+    spec = get_generator(variant)
+    fields = spec.preset_fields(preset)
+    if "decoder_layers" in spec.fields:
+        return "enc+dec layers", f"{fields['num_layers']}+{fields['decoder_layers']}"
+    return "layers", str(fields["num_layers"])
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """The preset table: shape, embedding params, and per variant depth / non-embedding /
-    total params."""
-    lines = [
-        "| preset | D | heads | FF | embedding | prefix layers | prefix non-emb | prefix total "
-        "| fast enc+dec layers | fast non-emb | fast total |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    """The preset table: shape, embedding params (the same for every variant), and per variant
+    (those of ``preset_rows``) depth / non-embedding / total params."""
+    variants = [key for key in rows[0] if key not in ("preset", "preset_fields")]
+    first = Preset(**rows[0]["preset_fields"])
+    header = ["preset", "D", "heads", "FF", "embedding"]
+    for variant in variants:
+        header += [f"{variant} {_depth(variant, first)[0]}", f"{variant} non-emb"]
+        header += [f"{variant} total"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        p, prefix, fast = row["preset_fields"], row["prefix"], row["fast"]
+        p = row["preset_fields"]
         cells = [row["preset"], p["embed_dim"], p["num_heads"], p["ff_dim"]]
-        cells += [_exact(prefix["embedding"]), p["prefix_layers"]]
-        cells += [_exact(prefix["non_embedding"]), _exact(prefix["total"])]
-        cells += [f"{p['fast_layers']}+{p['fast_decoder_layers']}"]
-        cells += [_exact(fast["non_embedding"]), _exact(fast["total"])]
+        cells += [_exact(row[variants[0]]["embedding"])]
+        for variant in variants:
+            counts = row[variant]
+            cells += [_depth(variant, Preset(**p))[1]]
+            cells += [_exact(counts["non_embedding"]), _exact(counts["total"])]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Generator parameter counts, with and without the embedding tables, without allocating.
 
-    python -m goalrank_jax.param_count --config=experiments/goalrank.py:size=10m
-    python -m goalrank_jax.param_count --config=experiments/goalrank.py:size=10m --variant=fast
-    python -m goalrank_jax.param_count --table          # every preset, both variants (markdown)
+    python -m goalrank_jax.scaling.param_count --config=experiments/goalrank.py:size=10m
+    python -m goalrank_jax.scaling.param_count --config=experiments/goalrank.py:size=10m \
+        --variant=fast
+    python -m goalrank_jax.scaling.param_count --table   # every preset and variant (markdown)
 
 Counts come from ``jax.eval_shape`` of the generator's real ``init`` on an abstract batch, so
 nothing is allocated and a 300M-parameter preset is counted on a CPU in seconds. The
@@ -23,8 +24,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from goalrank_jax import configs, presets
-from goalrank_jax.configs import GENERATOR_VARIANTS
+from goalrank_jax import configs
+from goalrank_jax.models import generator_variants, get_generator
+from goalrank_jax.scaling import presets
 
 
 def config_arg_size(config_filename: str) -> str | None:
@@ -42,7 +44,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _VARIANT = flags.DEFINE_enum(
     "variant",
     "",
-    ["", *GENERATOR_VARIANTS],
+    ["", *generator_variants()],
     "Generator variant (default: the config's). With a size=NAME config arg the preset's depth "
     "for this variant is used.",
 )
@@ -78,7 +80,7 @@ def main(argv):
         f"generator: variant={model.variant}{f' size={size}' if size else ''} "
         f"D={model.embed_dim} heads={model.num_heads} ff={model.ff_dim} "
         f"layers={model.num_layers}"
-        + (f" decoder_layers={model.decoder_layers}" if model.variant == "fast" else "")
+        + "".join(f" {f}={getattr(model, f)}" for f in get_generator(model.variant).fields)
     )
     tables = ", ".join(f"{k} {v:,}" for k, v in counted.by_table.items() if v)
     for label, n in (

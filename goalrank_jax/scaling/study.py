@@ -6,8 +6,8 @@
 
 For every (size, variant), smallest size first, ``run.train_and_evaluate`` trains and evaluates
 the whole pipeline in ``<workdir>/<variant>_<size>/`` with the generator of that preset
-(goalrank_jax/presets.py); everything else (data, reward model, GRO settings, steps, batch) is
-the experiment config's, the same for every run. The dataset is prepared once
+(goalrank_jax/scaling/presets.py); everything else (data, reward model, GRO settings, steps,
+batch) is the experiment config's, the same for every run. The dataset is prepared once
 (``<workdir>/tfds`` or ``data.data_dir``). With ``scaling.share_reward_model`` the first run
 trains the reward model and its finished ``reward_model/`` checkpoint directory is copied into
 every later run, whose reward-model stage is then restored and skipped.
@@ -21,7 +21,8 @@ The report also covers finished runs of the same study in the workdir that this 
 not plan (e.g. ``--sizes=1m,3m --variants=fast`` after the main sweep). ``--report_only``
 rewrites the outputs from the finished runs. Multi-host: main's ``--jax_distributed`` flags;
 the workdir must be a directory every host sees, and only process 0 copies and writes files.
-Exit codes as ``goalrank_jax.main``.
+Exit codes as ``goalrank_jax.main``. The command line (its flags) is goalrank_jax/scaling/
+__main__.py; this module defines no flag.
 """
 
 from __future__ import annotations
@@ -29,34 +30,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
-from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
-from goalrank_jax import configs, presets, run, scaling_report
-from goalrank_jax import main as main_lib
-from goalrank_jax.checkpointing import CheckpointError
-from goalrank_jax.data.raw_formats import RawDataError
+from goalrank_jax import configs, run
+from goalrank_jax.scaling import presets, report
 from goalrank_jax.train import format_duration
-
-_CONFIG = main_lib.CONFIG
-_WORKDIR = main_lib.WORKDIR
-_SIZES = flags.DEFINE_list("sizes", None, "Size presets to train (default: scaling.sizes).")
-_VARIANTS = flags.DEFINE_list("variants", None, "Generator variants (default: scaling.variants).")
-_MGE = flags.DEFINE_string("mge_results", None, "comparison.json with an MG-E curve to plot.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report from runs done.")
 
 RESULTS_FILE = "results.json"
 RUN_INFO_FILE = "scaling_run.json"  # Seconds of the run and where its reward model came from.
 REWARD_SOURCE_FILE = "reward_model_source.json"  # The run a copied reward model came from.
+
+
+def _generator_variants() -> tuple[str, ...]:
+    return configs.GENERATOR_VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +57,9 @@ class ScalingConfig:
     """The ``scaling`` group of experiments/scaling.py (which documents each field)."""
 
     sizes: tuple[str, ...] = ("0.01m", "0.03m", "0.1m", "0.3m")  # Names of presets.PRESETS.
-    variants: tuple[str, ...] = configs.GENERATOR_VARIANTS  # Each size is trained for each.
-    mge_results: str = ""  # comparison.json of goalrank_jax.compare ("" = no MG-E panel).
+    # Each size is trained for each (default: every registered generator variant).
+    variants: tuple[str, ...] = dataclasses.field(default_factory=_generator_variants)
+    mge_results: str = ""  # comparison.json of goalrank_jax.comparison ("" = no MG-E panel).
     metric: str = "test/true_reward"  # The plot's y axis: a results.json key.
     share_reward_model: bool = True  # Train the reward model once, copy it into every run.
 
@@ -173,7 +167,7 @@ def share_reward_model(workdir: str, run_dir: str, config) -> str | None:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(stage, partial)
         os.replace(partial, target)
-        scaling_report.write_json(marker, {"source": name})
+        report.write_json(marker, {"source": name})
         return source
     return None
 
@@ -271,6 +265,56 @@ def _other_finished_runs(workdir, experiment, planned, vocab, log_fn) -> list[di
     return records
 
 
+def _train_run(workdir, name, config, share, primary, label, log_fn) -> dict:
+    """Trains the run ``name`` of the plan (``label`` says which) and returns its results; with
+    ``share`` its reward model is first copied from a finished run with the same one."""
+    run_dir = os.path.join(workdir, name)
+    source = None
+    if share and primary:
+        source = share_reward_model(workdir, run_dir, config)
+    if jax.process_count() > 1:  # the copy is on the shared workdir before anyone reads
+        multihost_utils.sync_global_devices(f"scaling reward model {name}")
+    reward_model = "trained" if source is None else f"from {os.path.basename(source)}"
+    log_fn(f"[scaling] {label}; reward model {reward_model}")
+    run_start = time.time()
+    tag = f"[{name}] "
+    results = run.train_and_evaluate(config, run_dir, lambda m, t=tag: log_fn(t + m))
+    info = {"run_seconds": time.time() - run_start, "reward_model": reward_model}
+    if primary:
+        report.write_json(os.path.join(run_dir, RUN_INFO_FILE), info)
+    return results
+
+
+def _seconds_left(timings: list, record: dict, remaining, report_only: bool) -> float | None:
+    """Adds ``record``'s run to ``timings`` and estimates the time the ``remaining`` runs take."""
+    # The run that trained the shared reward model is slower than the others: it times the
+    # estimate only until another run has finished.
+    point = (record["variant"], float(record["params_non_embedding"]), float(record["run_seconds"]))
+    timings.append((point, record["reward_model"] != "trained"))
+    points = [p for p, shared in timings if shared] or [p for p, _ in timings]
+    return None if report_only else estimate_seconds_left(points, remaining)
+
+
+def _write_report(workdir, records, experiment, study, vocab, command, primary, log_fn) -> dict:
+    """The report of ``records`` (written by process 0 only; the others return the runs)."""
+    mge = _read_json(study.mge_results) if study.mge_results else None
+    if study.mge_results and mge is None:
+        raise ValueError(f"--mge_results {study.mge_results} does not exist.")
+    if not primary:
+        return {"runs": records}
+    document = report.write_report(
+        workdir,
+        records,
+        experiment=experiment,
+        study=dataclasses.asdict(study),
+        vocabulary={"num_users": vocab[0], "num_items": vocab[1]},
+        mge=mge,
+        command=command,
+    )
+    log_fn(f"[scaling] report: {os.path.join(workdir, 'scaling.md')}")
+    return document
+
+
 def run_study(
     experiment: configs.ExperimentConfig,
     study: ScalingConfig,
@@ -304,35 +348,19 @@ def run_study(
         results = _read_json(os.path.join(run_dir, RESULTS_FILE))
         cached = results is not None
         if not cached and not report_only:
-            source = None
-            if study.share_reward_model and primary:
-                source = share_reward_model(workdir, run_dir, config)
-            if jax.process_count() > 1:  # the copy is on the shared workdir before anyone reads
-                multihost_utils.sync_global_devices(f"scaling reward model {name}")
-            reward_model = "trained" if source is None else f"from {os.path.basename(source)}"
-            log_fn(
-                f"[scaling] run {index + 1}/{len(plan)}: {variant} {size} "
-                f"({counts[size, variant].non_embedding:,} non-embedding parameters); "
-                f"reward model {reward_model}"
+            label = (
+                f"run {index + 1}/{len(plan)}: {variant} {size} "
+                f"({counts[size, variant].non_embedding:,} non-embedding parameters)"
             )
-            run_start = time.time()
-            tag = f"[{name}] "
-            results = run.train_and_evaluate(config, run_dir, lambda m, t=tag: log_fn(t + m))
-            info = {"run_seconds": time.time() - run_start, "reward_model": reward_model}
-            if primary:
-                scaling_report.write_json(os.path.join(run_dir, RUN_INFO_FILE), info)
+            share = study.share_reward_model
+            results = _train_run(workdir, name, config, share, primary, label, log_fn)
         if results is None:
             log_fn(f"[scaling] {name}: not finished; left out of the report")
             continue
         record = _record(size, variant, run_dir, counts[size, variant], results, cached)
         records.append(record)
-        # The run that trained the shared reward model is slower than the others: it times
-        # the estimate only until another run has finished.
-        point = (variant, float(record["params_non_embedding"]), float(record["run_seconds"]))
-        timings.append((point, record["reward_model"] != "trained"))
-        points = [p for p, shared in timings if shared] or [p for p, _ in timings]
         remaining = [(v, float(counts[s, v].non_embedding)) for s, v in plan[index + 1 :]]
-        left = None if report_only else estimate_seconds_left(points, remaining)
+        left = _seconds_left(timings, record, remaining, report_only)
         log_fn(
             f"[scaling] {name}: {'cached' if cached else 'done'}; "
             f"{study.metric}={results.get(study.metric, float('nan')):.4f}; "
@@ -342,54 +370,4 @@ def run_study(
     records += _other_finished_runs(workdir, experiment, set(plan), vocab, log_fn)
     if not records:
         raise ValueError(f"No run of {plan} has finished under {workdir}.")
-    mge = _read_json(study.mge_results) if study.mge_results else None
-    if study.mge_results and mge is None:
-        raise ValueError(f"--mge_results {study.mge_results} does not exist.")
-    if not primary:
-        return {"runs": records}
-    document = scaling_report.write_report(
-        workdir,
-        records,
-        experiment=experiment,
-        study=dataclasses.asdict(study),
-        vocabulary={"num_users": vocab[0], "num_items": vocab[1]},
-        mge=mge,
-        command=command,
-    )
-    log_fn(f"[scaling] report: {os.path.join(workdir, 'scaling.md')}")
-    return document
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    try:  # main's multi-host flags (docs/launch.md): the study runs on every host alike
-        main_lib.initialize_distributed(
-            main_lib.JAX_DISTRIBUTED.value,
-            main_lib.COORDINATOR_ADDRESS.value,
-            main_lib.NUM_PROCESSES.value,
-            main_lib.PROCESS_ID.value,
-        )
-    except ValueError as err:
-        print(f"error: invalid flags: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_INVALID_INPUT)
-    try:
-        experiment, study = from_config_dict(
-            _CONFIG.value,
-            jax.device_count(),
-            sizes=_SIZES.value,
-            variants=_VARIANTS.value,
-            mge_results=_MGE.value,
-        )
-    except ValueError as err:
-        print(f"error: invalid config: {err}", file=sys.stderr)
-        sys.exit(main_lib.EXIT_INVALID_INPUT)
-    command = "python -m goalrank_jax.scaling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    log_fn = main_lib.chief_log_fn
-    with main_lib.exit_codes((RawDataError, CheckpointError, ValueError)):
-        run_study(experiment, study, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
-
-
-if __name__ == "__main__":
-    app.run(main, flags_parser=main_lib.parse_flags)
+    return _write_report(workdir, records, experiment, study, vocab, command, primary, log_fn)
