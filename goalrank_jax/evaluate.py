@@ -5,55 +5,74 @@ labels. Simulator track (synthetic data): the exact expected reward of each list
 user model, and its ratio to the mean reward of the beam-search oracle stored with each request
 (``oracle_fraction`` = mean policy reward / mean oracle reward).
 
-Policies: ``goalrank`` (greedy decoding of the generator), ``reward_model_greedy`` (greedy under
-the frozen evaluator), ``logged`` (the logging policy's list), ``random`` (L distinct valid
-candidates drawn uniformly, with a fixed key: the chance level of every metric), and on synthetic
-data ``true_relevance_sort`` (top-L by true relevance) and ``oracle``.
+Policies: ``goalrank`` (greedy decoding of the generator) and the reference policies of
+:mod:`goalrank_jax.reference_policies`: ``reward_model_greedy`` (greedy under the frozen
+evaluator), ``logged`` (the logging policy's list), ``random`` (L distinct valid candidates drawn
+uniformly, with a fixed key: the chance level of every metric), and on synthetic data
+``true_relevance_sort`` (top-L by true relevance) and ``oracle``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from goalrank_jax import metrics as metrics_lib
-from goalrank_jax import policies, sharding
+from goalrank_jax import reference_policies, sharding
 from goalrank_jax.env import synthetic
 
 METRIC_ORDER = ("H", "N", "M", "F1")
+# The reference policies of the evaluation (those the batch and the parameters allow).
+REFERENCE_POLICIES = ("reward_model_greedy", "logged", "random", "true_relevance_sort", "oracle")
 
 
-RANDOM_POLICY_SEED = 20260
+def strip_true_model(batch: dict) -> dict:
+    """The batch without the true user model's fields (``oracle*``, ``cand_true*``)."""
+    return {k: v for k, v in batch.items() if not k.startswith(("oracle", "cand_true"))}
 
 
-def _policy_lists(
+def weighted_sum(values, batch):
+    """(sum, count) of per-request ``values`` [B] over the valid requests of the batch."""
+    weight = batch["example_mask"].astype(jnp.float32)
+    return (values * weight).sum(), weight.sum()
+
+
+def accumulate(totals: dict[str, list[float]], sums: dict) -> None:
+    """Adds fetched {metric: (sum, count)} to running totals {metric: [sum, count]}."""
+    for key, (total, count) in sums.items():
+        acc = totals.setdefault(key, [0.0, 0.0])
+        acc[0] += float(total)
+        acc[1] += float(count)
+
+
+def means(totals: dict[str, list[float]]) -> dict[str, float]:
+    """{metric: sum / count} (NaN where nothing was counted)."""
+    return {k: (s / c if c else float("nan")) for k, (s, c) in totals.items()}
+
+
+def policy_lists(
     generator_params, reward_params, batch, *, policy, evaluator, list_len, has_true_model
 ):
-    """{policy name: (lists [B, L], AUC scores [B, N])}."""
+    """{policy name: (lists [B, L], AUC scores [B, N] or None)}: ``goalrank`` (when there are
+    generator parameters) and the :data:`REFERENCE_POLICIES` the inputs allow."""
     out = {}
     if generator_params is not None:
-        lists = policy.greedy(generator_params, batch)
-        out["goalrank"] = (lists, metrics_lib.list_to_scores(lists, batch["cand_mask"].shape[-1]))
-    if reward_params is not None:
-        out["reward_model_greedy"] = (
-            evaluator.greedy(reward_params, batch, list_len),
-            evaluator.candidate_scores(reward_params, batch),
-        )
-    logged = policies.logged_list(batch, list_len)
-    out["logged"] = (logged, metrics_lib.list_to_scores(logged, batch["cand_mask"].shape[-1]))
-    # Candidates are shuffled per request, so one fixed key gives independent random lists.
-    chance_key = jax.random.key(RANDOM_POLICY_SEED)
-    chance = policies.uniform_lists(batch["cand_mask"], list_len, chance_key, 1)[:, 0]
-    out["random"] = (chance, metrics_lib.list_to_scores(chance, batch["cand_mask"].shape[-1]))
-    if has_true_model:
-        logits = batch["cand_true_logit"]
-        out["true_relevance_sort"] = (policies.top_by(logits, batch["cand_mask"], list_len), logits)
-        oracle = batch["oracle_list"]
-        out["oracle"] = (oracle, metrics_lib.list_to_scores(oracle, logits.shape[-1]))
+        out["goalrank"] = (policy.greedy(generator_params, batch), None)
+    names = reference_policies.available(
+        REFERENCE_POLICIES,
+        has_reward_model=reward_params is not None,
+        has_true_model=has_true_model,
+    )
+    key = reference_policies.evaluation_key()
+    out.update(
+        reference_policies.reference_rows(names, batch, evaluator, reward_params, key, list_len)
+    )
     return out
 
 
@@ -66,13 +85,11 @@ def list_metric_sums(
     ``true_reward`` (synthetic data: exact expected reward under the true user model) and
     ``sim_reward`` (when a held-out simulator is given).
     """
-    example_mask = batch["example_mask"]
-    weight = example_mask.astype(jnp.float32)
     if scores is None:
         scores = metrics_lib.list_to_scores(lists, batch["cand_mask"].shape[-1])
     sums = dict(
         metrics_lib.ranking_metric_sums(
-            lists, batch["cand_labels"], batch["cand_mask"], example_mask, scores
+            lists, batch["cand_labels"], batch["cand_mask"], batch["example_mask"], scores
         )
     )
     if has_true_model:
@@ -83,11 +100,33 @@ def list_metric_sums(
             lists,
             true_params,
         )
-        sums["true_reward"] = ((reward * weight).sum(), weight.sum())
+        sums["true_reward"] = weighted_sum(reward, batch)
     if simulator_params is not None:
-        reward = simulator.list_rewards(simulator_params, batch, lists)
-        sums["sim_reward"] = ((reward * weight).sum(), weight.sum())
+        sums["sim_reward"] = weighted_sum(
+            simulator.list_rewards(simulator_params, batch, lists), batch
+        )
     return sums
+
+
+@dataclasses.dataclass(frozen=True)
+class ListMetrics:
+    """:func:`list_metric_sums` with its fixed settings bound: call with
+    (lists, scores, batch, simulator_params)."""
+
+    has_true_model: bool
+    true_params: Any
+    simulator: Any = None
+
+    def __call__(self, lists, scores, batch, simulator_params=None) -> dict:
+        return list_metric_sums(
+            lists,
+            scores,
+            batch,
+            has_true_model=self.has_true_model,
+            true_params=self.true_params,
+            simulator=self.simulator,
+            simulator_params=simulator_params,
+        )
 
 
 def eval_step(
@@ -104,9 +143,8 @@ def eval_step(
     true_params,
 ):
     """Per-batch (sum, count) of every metric of every policy."""
-    weight = batch["example_mask"].astype(jnp.float32)
-    sums = {}
-    for name, (lists, scores) in _policy_lists(
+    metric_sums = ListMetrics(has_true_model, true_params, simulator)
+    rows = policy_lists(
         generator_params,
         reward_params,
         batch,
@@ -114,19 +152,13 @@ def eval_step(
         evaluator=evaluator,
         list_len=list_len,
         has_true_model=has_true_model,
-    ).items():
-        for key, value in list_metric_sums(
-            lists,
-            scores,
-            batch,
-            has_true_model=has_true_model,
-            true_params=true_params,
-            simulator=simulator,
-            simulator_params=simulator_params,
-        ).items():
+    )
+    sums = {}
+    for name, (lists, scores) in rows.items():
+        for key, value in metric_sums(lists, scores, batch, simulator_params).items():
             sums[f"{name}/{key}"] = value
     if has_true_model:
-        sums["oracle_reward"] = ((batch["oracle_reward"] * weight).sum(), weight.sum())
+        sums["oracle_reward"] = weighted_sum(batch["oracle_reward"], batch)
     return sums
 
 
@@ -168,22 +200,11 @@ class Evaluation:
         totals: dict[str, list[float]] = {}
         for batch in batches:
             if not self.has_true_model:
-                batch = {
-                    k: v for k, v in batch.items() if not k.startswith(("oracle", "cand_true"))
-                }
-            out = jax.device_get(
-                self._step(
-                    generator_params,
-                    reward_params,
-                    simulator_params,
-                    sharding.put_batch(batch, self.mesh),
-                )
-            )
-            for key, (total, count) in out.items():
-                acc = totals.setdefault(key, [0.0, 0.0])
-                acc[0] += float(total)
-                acc[1] += float(count)
-        results = {k: (s / c if c else float("nan")) for k, (s, c) in totals.items()}
+                batch = strip_true_model(batch)
+            placed = sharding.put_batch(batch, self.mesh)
+            out = self._step(generator_params, reward_params, simulator_params, placed)
+            accumulate(totals, jax.device_get(out))
+        results = means(totals)
         if self.has_true_model:
             oracle = results.pop("oracle_reward")
             for key in [k for k in results if k.endswith("/true_reward")]:
@@ -197,7 +218,7 @@ class LoggedClickAUC:
 
     def __init__(self, evaluator, list_len: int):
         def logits_and_labels(params, batch):
-            logged = policies.logged_list(batch, list_len)
+            logged = reference_policies.logged_list(batch, list_len)
             logits = evaluator.module.apply(params, batch, logged)
             return logits, jnp.take_along_axis(batch["cand_labels"], logged, axis=1)
 

@@ -8,7 +8,10 @@ train step, the evaluation and the baselines all speak the same interface:
   Plackett-Luce policy over the generator's first-step scores (Gumbel-top-k sampling, sort
   decoding, PL log-probabilities).
 * :class:`Evaluator`: the frozen reward model: list rewards, candidate scores and greedy lists.
-* fixed reference lists: the logged list, the retriever's top-L, a uniform random list.
+* :func:`auxiliary_lists`: the reference policies' lists of the mixed group construction.
+
+The fixed reference lists (logged list, retriever's top-L, uniform random lists, ...) live in
+:mod:`reference_policies`; ``logged_list``, ``top_by`` and ``uniform_lists`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from goalrank_jax import sampling
+from goalrank_jax import reference_policies, sampling
 from goalrank_jax.models import reward_model as rm
+from goalrank_jax.reference_policies import logged_list as logged_list
+from goalrank_jax.reference_policies import top_by as top_by
+from goalrank_jax.reference_policies import uniform_lists as uniform_lists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,41 +162,9 @@ class Evaluator:
         return lists
 
 
-def logged_list(batch, list_len: int) -> jnp.ndarray:
-    """[B, L] the logged list in its shown order (from ``cand_logged_pos``)."""
-    positions = batch["cand_logged_pos"]
-    onehot = positions[:, None, :] == jnp.arange(list_len)[None, :, None]
-    return jnp.argmax(onehot, axis=-1).astype(jnp.int32)
-
-
-def top_by(scores, cand_mask, list_len: int) -> jnp.ndarray:
-    """[B, L] top-L valid candidates by a score [B, N]."""
-    masked = sampling.mask_logits(scores, cand_mask, jnp.zeros_like(cand_mask))
-    return jax.lax.top_k(masked, list_len)[1].astype(jnp.int32)
-
-
-def uniform_lists(cand_mask, list_len: int, key, count: int) -> jnp.ndarray:
-    """[B, count, L] uniformly random lists of distinct valid candidates."""
-    return sampling.gumbel_top_k(
-        jnp.zeros(cand_mask.shape, jnp.float32), cand_mask, list_len, key, count
-    )
-
-
 def auxiliary_lists(
     names: tuple[str, ...], batch, evaluator: Evaluator, reward_params: Any, list_len: int, key
 ) -> jnp.ndarray:
-    """[B, len(names), L] the auxiliary policies' lists used by the mixed group construction."""
-    mask = batch["cand_mask"]
-    lists = []
-    for i, name in enumerate(names):
-        if name == "logged":
-            lists.append(logged_list(batch, list_len))
-        elif name == "retriever":
-            lists.append(top_by(batch["cand_retriever_score"], mask, list_len))
-        elif name == "reward_greedy":
-            lists.append(evaluator.greedy(reward_params, batch, list_len))
-        elif name == "uniform":
-            lists.append(uniform_lists(mask, list_len, jax.random.fold_in(key, i), 1)[:, 0])
-        else:
-            raise ValueError(f"Unknown auxiliary policy {name!r}.")
-    return jnp.stack(lists, axis=1)
+    """[B, len(names), L] the auxiliary policies' lists used by the mixed group construction
+    (names of :data:`reference_policies.AUXILIARY_NAMES`)."""
+    return reference_policies.auxiliary_lists(names, batch, evaluator, reward_params, list_len, key)

@@ -15,8 +15,12 @@ Rows:
   the reward model picks);
 * MG-E: ``mge@k``: the first k generators of :func:`mge_pool` each propose one list, the reward
   model picks; ``mge_no_rm@k``: the same pool without the reward model's own greedy list;
-* references: ``reward_model_greedy`` (the evaluator's argmax list), ``retriever``, ``logged``,
-  ``random``, and on synthetic data ``true_relevance_sort`` and ``oracle``.
+* references: every policy of :mod:`goalrank_jax.reference_policies`: ``reward_model_greedy``
+  (the evaluator's argmax list), ``retriever``, ``logged``, ``random``, and on synthetic data
+  ``true_relevance_sort`` and ``oracle``.
+
+:class:`SeedLists` holds the traced list functions, :class:`SeedEvaluation` compiles them and
+runs the evaluation loop.
 
 Besides those metrics, ``rm_reward`` is the frozen reward model's estimate of each row's lists.
 """
@@ -31,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from goalrank_jax import evaluate as evaluate_lib
-from goalrank_jax import policies, sampling, sharding
+from goalrank_jax import reference_policies, sampling, sharding
 
 # MG-E generators that each give one fixed list per request, in pool order.
 DETERMINISTIC_GENERATORS = (
@@ -83,10 +87,168 @@ def nar_decode_step(position_logits: jnp.ndarray) -> sampling.DecodeStep:
     return decode_step
 
 
-def _select(proposals: jnp.ndarray, rewards: jnp.ndarray) -> jnp.ndarray:
+def select_best(proposals: jnp.ndarray, rewards: jnp.ndarray) -> jnp.ndarray:
     """proposals [B, M, L], rewards [B, M] -> the best proposal [B, L] of each request."""
     best = jnp.argmax(rewards, axis=-1)
     return jnp.take_along_axis(proposals, best[:, None, None], axis=1)[:, 0]
+
+
+def sampled_groups(pool: list[PoolEntry]) -> list[tuple[tuple[str, float], int]]:
+    """[((source, temperature), replicas)] of the pool's sampled generators, sorted: one call
+    per group draws all its replicas, group i with ``fold_in(key, i)``."""
+    counts: dict[tuple[str, float], int] = {}
+    for entry in pool:
+        if entry.temperature:
+            group = (entry.source, entry.temperature)
+            counts[group] = counts.get(group, 0) + 1
+    return sorted(counts.items())
+
+
+class SeedLists:
+    """The list functions (traced) of one seed's models. Every one takes the parameters as an
+    argument (``params``: reward model, scorers, NAR generator, supervised generator)."""
+
+    def __init__(self, models, comparison, list_len: int, has_true_model: bool):
+        self.models = models
+        self.comparison = comparison
+        self.list_len = list_len
+        self.methods = set(comparison.methods)
+        self.reference_names = reference_policies.available(has_true_model=has_true_model)
+
+    def sort(self, scorer, params, batch):
+        """(top-L lists [B, L], scores [B, N]) of a scorer."""
+        scores = scorer.candidate_scores(params, batch)
+        return reference_policies.top_by(scores, batch["cand_mask"], self.list_len), scores
+
+    def references(self, params, batch):
+        """{name: (lists, AUC scores or None)} of every reference policy the data allows."""
+        return reference_policies.reference_rows(
+            self.reference_names,
+            batch,
+            self.models.evaluator,
+            params["reward"],
+            reference_policies.evaluation_key(),
+            self.list_len,
+        )
+
+    def scores(self, params, name, batch):
+        scorer, _ = self.models.scorers[name]
+        return scorer.candidate_scores(params["scorers"][name], batch)
+
+    def nar_step(self, params, batch) -> sampling.DecodeStep:
+        module, _ = self.models.nar
+        return nar_decode_step(module.apply(params["nar"], batch))
+
+    def evaluator_pick(self, params, batch, first, sample) -> jnp.ndarray:
+        """G-E: ``first`` [B, L] plus ``sample(m - 1)`` [B, m - 1, L] proposals, the reward
+        model picks the best of each request."""
+        proposals = first[:, None]
+        m = self.comparison.num_proposals
+        if m > 1:
+            proposals = jnp.concatenate([proposals, sample(m - 1)], axis=1)
+        rewards = self.models.evaluator.list_rewards(params["reward"], batch, proposals)
+        return select_best(proposals, rewards)
+
+    def ge(self, params, batch, key):
+        """{"pier_ge" / "nar4rec_ge" / "nar": [B, L]} (those the methods need)."""
+        mask = batch["cand_mask"]
+        out = {}
+        pier_key, nar_key = jax.random.split(key)
+        if "pier_ge" in self.methods:
+            scores = self.scores(params, "dnn", batch)
+            out["pier_ge"] = self.evaluator_pick(
+                params,
+                batch,
+                reference_policies.top_by(scores, mask, self.list_len),
+                lambda n: sampling.gumbel_top_k(scores, mask, self.list_len, pier_key, n),
+            )
+        if self.models.nar is not None:
+            step = self.nar_step(params, batch)
+            greedy = sampling.decode(step, None, mask, self.list_len)
+            out["nar"] = greedy
+            if "nar4rec_ge" in self.methods:
+                out["nar4rec_ge"] = self.evaluator_pick(
+                    params,
+                    batch,
+                    greedy,
+                    lambda n: sampling.sample_group_decoder(
+                        step, None, mask, self.list_len, nar_key, n
+                    ),
+                )
+        return out
+
+    def fixed_list(self, params, batch, source: str) -> jnp.ndarray:
+        """[B, L] the list of one of DETERMINISTIC_GENERATORS."""
+        mask = batch["cand_mask"]
+        if source in ("prm_sort", "dnn_sort"):
+            scores = self.scores(params, source[:3], batch)
+            return reference_policies.top_by(scores, mask, self.list_len)
+        if source == "nar_greedy":
+            return sampling.decode(self.nar_step(params, batch), None, mask, self.list_len)
+        if source == "supervised_ar_greedy":
+            ar_policy, _ = self.models.generators["supervised_ar"]
+            return ar_policy.greedy(params["ar"], batch)
+        if source in ("retriever", EVALUATOR_ARGMAX):  # fixed lists: they read no key
+            return reference_policies.reference_lists(
+                source, batch, self.models.evaluator, params["reward"], None, self.list_len
+            )
+        raise ValueError(f"Unknown MG-E generator {source!r}")
+
+    def sampled_lists(self, params, batch, source, temperature, key, count) -> jnp.ndarray:
+        """[B, count, L] lists of one sampled generator at one temperature."""
+        mask = batch["cand_mask"]
+        if source == "supervised_ar":
+            ar_policy, _ = self.models.generators["supervised_ar"]
+            return ar_policy.sample(params["ar"], batch, key, count, temperature)
+        if source in ("dnn", "prm"):
+            scores = self.scores(params, source, batch) / temperature
+            return sampling.gumbel_top_k(scores, mask, self.list_len, key, count)
+        return sampling.sample_group_decoder(
+            self.nar_step(params, batch), None, mask, self.list_len, key, count, temperature
+        )
+
+    def pool_lists(self, params, batch, key):
+        """[B, P, L] the lists of the MG-E pool (P = max k + 1) and the pool entries."""
+        pool = mge_pool(max(self.comparison.mge_ks) + 1)
+        sampled = {
+            group: self.sampled_lists(params, batch, *group, jax.random.fold_in(key, i), count)
+            for i, (group, count) in enumerate(sampled_groups(pool))
+        }
+        fixed = {}
+        columns = []
+        for e in pool:
+            if e.temperature:
+                columns.append(sampled[(e.source, e.temperature)][:, e.replica])
+                continue
+            if e.source not in fixed:
+                fixed[e.source] = self.fixed_list(params, batch, e.source)
+            columns.append(fixed[e.source])
+        return jnp.stack(columns, axis=1), pool
+
+    def mge(self, params, batch, key):
+        """{"mge@k": [B, L], "mge_no_rm@k": [B, L]} for every k of ``mge_ks``."""
+        lists, pool = self.pool_lists(params, batch, key)
+        rewards = self.models.evaluator.list_rewards(params["reward"], batch, lists)
+        with_rm = list(range(len(pool) - 1))
+        without_rm = [i for i, e in enumerate(pool) if e.source != EVALUATOR_ARGMAX][: len(with_rm)]
+        out = {}
+        for k in self.comparison.mge_ks:
+            for name, order in (("mge", with_rm), ("mge_no_rm", without_rm)):
+                index = jnp.asarray(order[:k])
+                out[f"{name}@{k}"] = select_best(lists[:, index], rewards[:, index])
+        return out
+
+
+def seed_params(models) -> dict:
+    """The parameters the list functions of :class:`SeedLists` take."""
+    return {
+        "reward": models.reward_params,
+        "scorers": {name: params for name, (_, params) in models.scorers.items()},
+        "nar": None if models.nar is None else models.nar[1],
+        "ar": models.generators["supervised_ar"][1]
+        if "supervised_ar" in models.generators
+        else None,
+    }
 
 
 class SeedEvaluation:
@@ -100,188 +262,32 @@ class SeedEvaluation:
         self, models, comparison, list_len, has_true_model, true_params, mesh, simulator=None
     ):
         self.models = models
-        self.comparison = comparison
-        self.list_len = list_len
         self.has_true_model = has_true_model
         self.mesh = mesh
-        self.methods = set(comparison.methods)
-        self.params = {
-            "reward": models.reward_params,
-            "scorers": {name: params for name, (_, params) in models.scorers.items()},
-            "nar": None if models.nar is None else models.nar[1],
-            "ar": models.generators["supervised_ar"][1]
-            if "supervised_ar" in models.generators
-            else None,
-        }
+        self.params = seed_params(models)
+        lists = SeedLists(models, comparison, list_len, has_true_model)
+        list_metrics = evaluate_lib.ListMetrics(has_true_model, true_params, simulator)
 
         def metric_sums(lists, scores, batch, reward_params, simulator_params):
-            sums = evaluate_lib.list_metric_sums(
-                lists,
-                scores,
-                batch,
-                has_true_model=has_true_model,
-                true_params=true_params,
-                simulator=simulator,
-                simulator_params=simulator_params,
-            )
+            sums = list_metrics(lists, scores, batch, simulator_params)
             # The evaluator's own estimate: how much it believes a list is worth (it is biased
             # upwards for lists selected by it, the more so the more lists it picks from).
-            weight = batch["example_mask"].astype(jnp.float32)
             estimate = models.evaluator.list_rewards(reward_params, batch, lists)
-            sums["rm_reward"] = ((estimate * weight).sum(), weight.sum())
+            sums["rm_reward"] = evaluate_lib.weighted_sum(estimate, batch)
             return sums
 
         self._metric_fn = jax.jit(metric_sums)
-        self._references = jax.jit(self._reference_lists)
+        self._references = jax.jit(lists.references)
         self._greedy = {}
         for policy, _ in models.generators.values():
             if policy.plackett_luce not in self._greedy:
                 self._greedy[policy.plackett_luce] = jax.jit(policy.greedy)
         self._scorer_sort = {
-            name: jax.jit(functools.partial(self._sort, scorer))
+            name: jax.jit(functools.partial(lists.sort, scorer))
             for name, (scorer, _) in models.scorers.items()
         }
-        self._ge = jax.jit(self._ge_lists)
-        self._mge = jax.jit(self._mge_lists) if "mge" in self.methods else None
-
-    # --- list functions (traced) -------------------------------------------------------------
-
-    def _sort(self, scorer, params, batch):
-        scores = scorer.candidate_scores(params, batch)
-        return policies.top_by(scores, batch["cand_mask"], self.list_len), scores
-
-    def _reference_lists(self, params, batch):
-        evaluator = self.models.evaluator
-        mask = batch["cand_mask"]
-        out = {
-            "reward_model_greedy": (
-                evaluator.greedy(params["reward"], batch, self.list_len),
-                evaluator.candidate_scores(params["reward"], batch),
-            ),
-            "retriever": (
-                policies.top_by(batch["cand_retriever_score"], mask, self.list_len),
-                batch["cand_retriever_score"],
-            ),
-            "logged": (policies.logged_list(batch, self.list_len), None),
-            "random": (
-                policies.uniform_lists(
-                    mask, self.list_len, jax.random.key(evaluate_lib.RANDOM_POLICY_SEED), 1
-                )[:, 0],
-                None,
-            ),
-        }
-        if self.has_true_model:
-            logits = batch["cand_true_logit"]
-            out["true_relevance_sort"] = (policies.top_by(logits, mask, self.list_len), logits)
-            out["oracle"] = (batch["oracle_list"], None)
-        return out
-
-    def _scores(self, params, name, batch):
-        scorer, _ = self.models.scorers[name]
-        return scorer.candidate_scores(params["scorers"][name], batch)
-
-    def _nar_step(self, params, batch) -> sampling.DecodeStep:
-        module, _ = self.models.nar
-        return nar_decode_step(module.apply(params["nar"], batch))
-
-    def _ge_lists(self, params, batch, key):
-        """{"pier_ge" / "nar4rec_ge" / "nar": [B, L]} (those the methods need)."""
-        evaluator = self.models.evaluator
-        mask = batch["cand_mask"]
-        m = self.comparison.num_proposals
-        out = {}
-        pier_key, nar_key = jax.random.split(key)
-        if "pier_ge" in self.methods:
-            scores = self._scores(params, "dnn", batch)
-            proposals = policies.top_by(scores, mask, self.list_len)[:, None]
-            if m > 1:
-                samples = sampling.gumbel_top_k(scores, mask, self.list_len, pier_key, m - 1)
-                proposals = jnp.concatenate([proposals, samples], axis=1)
-            rewards = evaluator.list_rewards(params["reward"], batch, proposals)
-            out["pier_ge"] = _select(proposals, rewards)
-        if self.models.nar is not None:
-            step = self._nar_step(params, batch)
-            greedy = sampling.decode(step, None, mask, self.list_len)
-            out["nar"] = greedy
-            if "nar4rec_ge" in self.methods:
-                proposals = greedy[:, None]
-                if m > 1:
-                    samples = sampling.sample_group_decoder(
-                        step, None, mask, self.list_len, nar_key, m - 1
-                    )
-                    proposals = jnp.concatenate([proposals, samples], axis=1)
-                rewards = evaluator.list_rewards(params["reward"], batch, proposals)
-                out["nar4rec_ge"] = _select(proposals, rewards)
-        return out
-
-    def _pool_lists(self, params, batch, key):
-        """[B, P, L] the lists of the MG-E pool (P = max k + 1) and the pool entries."""
-        pool = mge_pool(max(self.comparison.mge_ks) + 1)
-        mask = batch["cand_mask"]
-        ar_policy, _ = self.models.generators["supervised_ar"]
-        fixed = {}
-
-        def fixed_list(source):
-            if source in fixed:
-                return fixed[source]
-            if source in ("prm_sort", "dnn_sort"):
-                lists = policies.top_by(
-                    self._scores(params, source[:3], batch), mask, self.list_len
-                )
-            elif source == "nar_greedy":
-                lists = sampling.decode(self._nar_step(params, batch), None, mask, self.list_len)
-            elif source == "supervised_ar_greedy":
-                lists = ar_policy.greedy(params["ar"], batch)
-            elif source == "retriever":
-                lists = policies.top_by(batch["cand_retriever_score"], mask, self.list_len)
-            elif source == EVALUATOR_ARGMAX:
-                lists = self.models.evaluator.greedy(params["reward"], batch, self.list_len)
-            else:
-                raise ValueError(f"Unknown MG-E generator {source!r}")
-            fixed[source] = lists
-            return lists
-
-        # Sampled generators: one call per (source, temperature) draws all its replicas.
-        counts: dict[tuple[str, float], int] = {}
-        for entry in pool:
-            if entry.temperature:
-                group = (entry.source, entry.temperature)
-                counts[group] = counts.get(group, 0) + 1
-        sampled = {}
-        for i, ((source, temperature), count) in enumerate(sorted(counts.items())):
-            k = jax.random.fold_in(key, i)
-            if source == "supervised_ar":
-                lists = ar_policy.sample(params["ar"], batch, k, count, temperature)
-            elif source in ("dnn", "prm"):
-                scores = self._scores(params, source, batch) / temperature
-                lists = sampling.gumbel_top_k(scores, mask, self.list_len, k, count)
-            else:
-                lists = sampling.sample_group_decoder(
-                    self._nar_step(params, batch), None, mask, self.list_len, k, count, temperature
-                )
-            sampled[(source, temperature)] = lists
-        columns = [
-            sampled[(e.source, e.temperature)][:, e.replica]
-            if e.temperature
-            else fixed_list(e.source)
-            for e in pool
-        ]
-        return jnp.stack(columns, axis=1), pool
-
-    def _mge_lists(self, params, batch, key):
-        """{"mge@k": [B, L], "mge_no_rm@k": [B, L]} for every k of ``mge_ks``."""
-        lists, pool = self._pool_lists(params, batch, key)
-        rewards = self.models.evaluator.list_rewards(params["reward"], batch, lists)
-        with_rm = list(range(len(pool) - 1))
-        without_rm = [i for i, e in enumerate(pool) if e.source != EVALUATOR_ARGMAX][: len(with_rm)]
-        out = {}
-        for k in self.comparison.mge_ks:
-            for name, order in (("mge", with_rm), ("mge_no_rm", without_rm)):
-                index = jnp.asarray(order[:k])
-                out[f"{name}@{k}"] = _select(lists[:, index], rewards[:, index])
-        return out
-
-    # --- evaluation loop -----------------------------------------------------------------------
+        self._ge = jax.jit(lists.ge)
+        self._mge = jax.jit(lists.mge) if "mge" in lists.methods else None
 
     def batch_lists(self, batch, key) -> dict[str, tuple[jnp.ndarray, jnp.ndarray | None]]:
         """{row name: (lists [B, L], scores [B, N] or None)} of every method on a batch."""
@@ -306,27 +312,19 @@ class SeedEvaluation:
         oracle = [0.0, 0.0]
         for index, batch in enumerate(batches):
             if not self.has_true_model:
-                batch = {
-                    k: v for k, v in batch.items() if not k.startswith(("oracle", "cand_true"))
-                }
+                batch = evaluate_lib.strip_true_model(batch)
             placed = sharding.put_batch(batch, self.mesh)
             rows = self.batch_lists(placed, jax.random.fold_in(key, index))
             for name, (lists, scores) in rows.items():
                 sums = self._metric_fn(
                     lists, scores, placed, self.params["reward"], simulator_params
                 )
-                for metric, (total, count) in jax.device_get(sums).items():
-                    acc = totals.setdefault(name, {}).setdefault(metric, [0.0, 0.0])
-                    acc[0] += float(total)
-                    acc[1] += float(count)
+                evaluate_lib.accumulate(totals.setdefault(name, {}), jax.device_get(sums))
             if self.has_true_model:
                 weight = batch["example_mask"].astype(float)
                 oracle[0] += float((batch["oracle_reward"] * weight).sum())
                 oracle[1] += float(weight.sum())
-        results = {
-            name: {m: (s / c if c else float("nan")) for m, (s, c) in metrics.items()}
-            for name, metrics in totals.items()
-        }
+        results = {name: evaluate_lib.means(metrics) for name, metrics in totals.items()}
         if self.has_true_model:
             oracle_mean = oracle[0] / oracle[1]
             for metrics in results.values():

@@ -14,17 +14,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from goalrank_jax import reference_policies
+
 GENERATOR_ONLY = ("dnn", "prm", "supervised_ar", "nar")
 GE = ("pier_ge", "nar4rec_ge")
-REFERENCES = (
-    "reward_model_greedy",
-    "retriever",
-    "logged",
-    "random",
-    "true_relevance_sort",
-    "oracle",
-)
+# The reference rows: every policy of goalrank_jax/reference_policies.py, in its order.
+REFERENCES = reference_policies.NAMES
 MAIN_MGE_KS = (3, 20, 100)
+ORDERING_INTRO = (
+    "Checked on the mean `{metric}` (GoalRank > best MG-E > best G-E > best generator-only):"
+)
+MGE_CURVES = (("mge", "MG-E"), ("mge_no_rm", "MG-E without the evaluator's greedy"))
 LABELS = {
     "dnn": "DNN (pointwise MLP, sort)",
     "prm": "PRM (transformer scorer, sort)",
@@ -33,12 +33,7 @@ LABELS = {
     "pier_ge": "PIER-style G-E",
     "nar4rec_ge": "NAR4Rec-style G-E",
     "goalrank": "**GoalRank**",
-    "reward_model_greedy": "reward model's own greedy list",
-    "retriever": "retriever order",
-    "logged": "logged list",
-    "random": "random list",
-    "true_relevance_sort": "sort by true relevance",
-    "oracle": "oracle (beam search, true model)",
+    **{name: policy.label for name, policy in reference_policies.REGISTRY.items()},
 }
 
 
@@ -59,11 +54,8 @@ def summarize(per_seed: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]
             if not values:
                 continue
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            summary.setdefault(row, {})[metric] = {
-                "mean": float(np.mean(values)),
-                "std": std,
-                "n": len(values),
-            }
+            mean = float(np.mean(values))
+            summary.setdefault(row, {})[metric] = {"mean": mean, "std": std, "n": len(values)}
     return summary
 
 
@@ -92,20 +84,13 @@ def _cell(stat) -> str:
 
 def table(summary, rows: Sequence[tuple[str, str]], columns: Sequence[str]) -> str:
     """Markdown table of mean ± std; ``rows`` = [(row key, label)], missing rows skipped."""
-    lines = [
-        "| method | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
-    ]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for key, label in rows:
         if key not in summary:
             continue
         cells = [_cell(summary[key].get(c)) for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _mean(summary, row, metric) -> float:
-    return summary.get(row, {}).get(metric, {}).get("mean", float("nan"))
 
 
 def mge_curve(summary, ks: Sequence[int], prefix: str = "mge") -> list[dict]:
@@ -137,18 +122,80 @@ def ordering(summary, metric: str, mge_rows: Sequence[str]) -> dict:
         if a is None or b is None:
             continue
         va, vb = summary[a][metric]["mean"], summary[b][metric]["mean"]
-        checks.append(
-            {
-                "upper": upper,
-                "row": a,
-                "value": va,
-                "lower": lower,
-                "other_row": b,
-                "other_value": vb,
-                "holds": bool(va > vb),
-            }
-        )
+        check = dict(upper=upper, row=a, value=va, lower=lower, other_row=b, other_value=vb)
+        checks.append({**check, "holds": bool(va > vb)})
     return {"metric": metric, "best": best, "checks": checks}
+
+
+def _stat(summary, row, metric) -> tuple[float, float]:
+    s = summary.get(row, {}).get(metric)
+    return (s["mean"], s["std"]) if s else (float("nan"), float("nan"))
+
+
+def _save(fig, plt, output_dir: str, name: str, title: str, dataset: str) -> str:
+    fig.suptitle(f"{title} ({dataset}; mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _mge_plot(plt, summary, metrics, ks) -> object:
+    """MG-E quality as k grows, GoalRank and the evaluator's greedy list as lines."""
+
+    def hline(ax, row, m, label, style):
+        mean, std = _stat(summary, row, m)
+        if math.isfinite(mean):
+            ax.axhline(
+                mean, linestyle=style, label=label, color="C3" if row == "goalrank" else "C7"
+            )
+            if row == "goalrank":
+                ax.axhspan(mean - std, mean + std, color="C3", alpha=0.15)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, m in zip(axes, metrics, strict=True):
+        for prefix, label in MGE_CURVES:
+            xs = [k for k in ks if f"{prefix}@{k}" in summary]
+            if not xs:
+                continue
+            values = np.array([_stat(summary, f"{prefix}@{k}", m) for k in xs])
+            ax.errorbar(xs, values[:, 0], yerr=values[:, 1], marker="o", capsize=3, label=label)
+        hline(ax, "goalrank", m, "GoalRank (one generator)", "-")
+        hline(ax, "reward_model_greedy", m, "evaluator's greedy list", ":")
+        ax.set_xscale("log")
+        ax.set_xlabel("number of generators k")
+        ax.set_ylabel(m)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def _group_size_plot(plt, summary, metrics, rows) -> object:
+    """GoalRank's quality vs the group size K; ``rows`` = [(K, row)]."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, m in zip(axes, metrics, strict=True):
+        values = np.array([_stat(summary, row, m) for _, row in rows])
+        ax.errorbar([k for k, _ in rows], values[:, 0], yerr=values[:, 1], marker="o", capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("group size K")
+        ax.set_ylabel(m)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _bar_plot(plt, summary, metrics, bars) -> object:
+    """One bar per ablation row; ``bars`` = [(row, label)]."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, m in zip(axes, metrics, strict=True):
+        values = np.array([_stat(summary, row, m) for row, _ in bars])
+        ax.bar(range(len(bars)), values[:, 0], yerr=values[:, 1], capsize=4, color="C0")
+        ax.set_xticks(range(len(bars)), [label for _, label in bars], fontsize=8, rotation=15)
+        ax.set_ylabel(m)
+        low = np.nanmin(values[:, 0] - values[:, 1])
+        high = np.nanmax(values[:, 0] + values[:, 1])
+        ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+        ax.grid(alpha=0.3, axis="y")
+    return fig
 
 
 def plots(summary, output_dir: str, ks, group_sizes, list_len: int, dataset: str) -> list[str]:
@@ -158,87 +205,21 @@ def plots(summary, output_dir: str, ks, group_sizes, list_len: int, dataset: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = primary_metric(summary)
-    ndcg = f"N@{list_len}"
-    written = []
-
-    def stat(row, m):
-        s = summary.get(row, {}).get(m)
-        return (s["mean"], s["std"]) if s else (float("nan"), float("nan"))
-
-    def hline(ax, row, m, label, style):
-        mean, std = stat(row, m)
-        if math.isfinite(mean):
-            ax.axhline(
-                mean, linestyle=style, label=label, color="C3" if row == "goalrank" else "C7"
-            )
-            if row == "goalrank":
-                ax.axhspan(mean - std, mean + std, color="C3", alpha=0.15)
-
-    # MG-E quality as k grows, GoalRank as a line.
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, m in zip(axes, (metric, ndcg), strict=True):
-        for prefix, label in (
-            ("mge", "MG-E"),
-            ("mge_no_rm", "MG-E without the evaluator's greedy"),
-        ):
-            xs = [k for k in ks if f"{prefix}@{k}" in summary]
-            if not xs:
-                continue
-            values = np.array([stat(f"{prefix}@{k}", m) for k in xs])
-            ax.errorbar(xs, values[:, 0], yerr=values[:, 1], marker="o", capsize=3, label=label)
-        hline(ax, "goalrank", m, "GoalRank (one generator)", "-")
-        hline(ax, "reward_model_greedy", m, "evaluator's greedy list", ":")
-        ax.set_xscale("log")
-        ax.set_xlabel("number of generators k")
-        ax.set_ylabel(m)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"MG-E vs number of generators ({dataset}; mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "mge_vs_k.png"), dpi=110)
-    plt.close(fig)
-    written.append("mge_vs_k.png")
-
+    metrics = (primary_metric(summary), f"N@{list_len}")
+    fig = _mge_plot(plt, summary, metrics, ks)
+    written = [_save(fig, plt, output_dir, "mge_vs_k.png", "MG-E vs number of generators", dataset)]
     rows = [(k, f"goalrank_K{k}") for k in group_sizes if f"goalrank_K{k}" in summary]
     if rows:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, m in zip(axes, (metric, ndcg), strict=True):
-            values = np.array([stat(row, m) for _, row in rows])
-            ax.errorbar(
-                [k for k, _ in rows], values[:, 0], yerr=values[:, 1], marker="o", capsize=3
-            )
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("group size K")
-            ax.set_ylabel(m)
-            ax.grid(alpha=0.3)
-        fig.suptitle(f"GoalRank vs group size K ({dataset}; mean ± std over seeds)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(output_dir, "group_size.png"), dpi=110)
-        plt.close(fig)
-        written.append("group_size.png")
-
+        fig = _group_size_plot(plt, summary, metrics, rows)
+        title = "GoalRank vs group size K"
+        written.append(_save(fig, plt, output_dir, "group_size.png", title, dataset))
     for name, title, bars in (
         ("loss_form", "Loss form and weights", loss_form_rows(summary)),
         ("group_construction", "Group construction", construction_rows(summary)),
     ):
-        if len(bars) < 2:
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, m in zip(axes, (metric, ndcg), strict=True):
-            values = np.array([stat(row, m) for row, _ in bars])
-            ax.bar(range(len(bars)), values[:, 0], yerr=values[:, 1], capsize=4, color="C0")
-            ax.set_xticks(range(len(bars)), [label for _, label in bars], fontsize=8, rotation=15)
-            ax.set_ylabel(m)
-            low = np.nanmin(values[:, 0] - values[:, 1])
-            high = np.nanmax(values[:, 0] + values[:, 1])
-            ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
-            ax.grid(alpha=0.3, axis="y")
-        fig.suptitle(f"{title} ({dataset}; mean ± std over seeds)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(output_dir, f"{name}.png"), dpi=110)
-        plt.close(fig)
-        written.append(f"{name}.png")
+        if len(bars) >= 2:
+            fig = _bar_plot(plt, summary, metrics, bars)
+            written.append(_save(fig, plt, output_dir, f"{name}.png", title, dataset))
     return written
 
 
@@ -263,6 +244,97 @@ def construction_rows(summary) -> list[tuple[str, str]]:
     if "goalrank_on_policy" in summary:  # the default run under its ablation name
         rows = [r for r in rows if r[0] != "goalrank"]
     return [(r, label) for r, label in rows if r in summary]
+
+
+def main_rows(summary, ks, mge_rows, metric) -> list[tuple[str, str]]:
+    """The rows of the "All methods" table: baselines, G-E, MG-E, GoalRank, references."""
+    rows = [(r, LABELS[r]) for r in GENERATOR_ONLY + GE]
+    rows += [(f"mge@{k}", f"MG-E, k = {k}") for k in MAIN_MGE_KS if k in ks]
+    best_mge = best_of(summary, mge_rows, metric)
+    if best_mge is not None:
+        rows.append((best_mge, f"best MG-E on {metric}: k = {best_mge.split('@')[1]}"))
+    rows.append(("goalrank", LABELS["goalrank"]))
+    return rows + [(r, LABELS[r]) for r in REFERENCES]
+
+
+def picture_sections(summary, ks, group_sizes) -> list[tuple[str, str, str, list]]:
+    """(picture, heading, alt text, rows [(row, label)]) of the sections with a plot: MG-E as k
+    grows (with the evaluator's greedy list, then without it) and the ablations."""
+    mge_rows = [(f"mge@{k}", f"MG-E, k = {k}") for k in ks]
+    mge_rows += [(f"mge_no_rm@{k}", f"MG-E without the evaluator's greedy, k = {k}") for k in ks]
+    k_rows = [(f"goalrank_K{k}", f"K = {k}") for k in group_sizes]
+    construction = construction_rows(summary)
+    return [
+        ("mge_vs_k.png", "MG-E as the number of generators k grows", "MG-E vs k", mge_rows),
+        ("group_size.png", "GoalRank vs group size K", "K sweep", k_rows),
+        ("loss_form.png", "Loss form and loss weights", "loss form", loss_form_rows(summary)),
+        ("group_construction.png", "Group construction", "group construction", construction),
+    ]
+
+
+def section(heading: str, picture: str, alt: str, body: str) -> list[str]:
+    """Markdown lines of one section: heading, picture, table."""
+    return [f"## {heading}", "", f"![{alt}]({picture})", "", body, ""]
+
+
+def ordering_lines(metric: str, results: Sequence[dict]) -> list[str]:
+    """One bullet per check of each ordering; the later ones are on logged-label metrics."""
+    lines = ["## The paper's ordering", "", ORDERING_INTRO.format(metric=metric), ""]
+    for index, result in enumerate(results):
+        if index:
+            lines += ["", f"Checked on the mean `{result['metric']}` (logged labels):", ""]
+        for c in result["checks"]:
+            sign = ">" if c["holds"] else "<="
+            verdict = "holds" if c["holds"] else "does not hold"
+            lines.append(
+                f"- {c['upper']} (`{c['row']}`, {c['value']:.4f}) {sign} {c['lower']} "
+                f"(`{c['other_row']}`, {c['other_value']:.4f}): {verdict}"
+            )
+    return lines
+
+
+def timing_lines(timings: dict[int, dict[str, float]]) -> list[str]:
+    lines = [
+        "## Wall time",
+        "",
+        "Seconds each stage took when it ran (a seed's stages in the invocation that finished",
+        "that seed; the shared stages summed over the invocations that ran them). `seed_total`",
+        "of the first seed run in an invocation includes the shared stages.",
+        "",
+        "| runs of | stage | seconds |",
+        "|---|---|---|",
+    ]
+    for group, stages in timings.items():
+        for stage, seconds in stages.items():
+            lines.append(f"| {group} | {stage} | {seconds:.1f} |")
+    return lines + [""]
+
+
+def header_lines(dataset, command, seeds, split, metric, defaults) -> list[str]:
+    return [
+        f"# Comparison on {dataset}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Seeds: {', '.join(map(str, seeds))}; cells are mean ± standard deviation over seeds "
+        f"(ddof = 1). Split: `{split}`, no model selection on it. Primary list-quality metric: "
+        f"`{metric}`.",
+        "",
+        "Defaults of every GoalRank run unless the row says otherwise: "
+        + ", ".join(f"{k} = {v}" for k, v in defaults.items())
+        + ".",
+        "",
+        "## All methods",
+        "",
+    ]
+
+
+def _replace_file(path: str, write_fn) -> None:
+    """Writes ``path`` through a temporary file, so a reader never sees half of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        write_fn(f)
+    os.replace(tmp, path)
 
 
 def write(
@@ -296,107 +368,14 @@ def write(
     other_checks = [ordering(summary, ndcg, mge_rows)] if ndcg != metric else []
     pictures = plots(summary, output_dir, ks, group_sizes, list_len, dataset)
 
-    main_rows = [(r, LABELS[r]) for r in GENERATOR_ONLY + GE]
-    main_rows += [(f"mge@{k}", f"MG-E, k = {k}") for k in MAIN_MGE_KS if k in ks]
-    best_mge = best_of(summary, mge_rows, metric)
-    if best_mge is not None:
-        main_rows.append((best_mge, f"best MG-E on {metric}: k = {best_mge.split('@')[1]}"))
-    main_rows.append(("goalrank", LABELS["goalrank"]))
-    main_rows += [(r, LABELS[r]) for r in REFERENCES]
-    mge_table_rows = []
-    for k in ks:
-        mge_table_rows.append((f"mge@{k}", f"MG-E, k = {k}"))
-    for k in ks:
-        mge_table_rows.append((f"mge_no_rm@{k}", f"MG-E without the evaluator's greedy, k = {k}"))
-    k_rows = [(f"goalrank_K{k}", f"K = {k}") for k in group_sizes]
-
-    lines = [
-        f"# Comparison on {dataset}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Seeds: {', '.join(map(str, seeds))}; cells are mean ± standard deviation over seeds "
-        f"(ddof = 1). Split: `{split}`, no model selection on it. Primary list-quality metric: "
-        f"`{metric}`.",
-        "",
-        "Defaults of every GoalRank run unless the row says otherwise: "
-        + ", ".join(f"{k} = {v}" for k, v in defaults.items())
-        + ".",
-        "",
-        "## All methods",
-        "",
-        table(summary, main_rows, columns),
-        "",
-        "## The paper's ordering",
-        "",
-        f"Checked on the mean `{metric}` (GoalRank > best MG-E > best G-E > best generator-only):",
-        "",
-    ]
-    for index, result in enumerate([checks] + other_checks):
-        if index:
-            lines += ["", f"Checked on the mean `{result['metric']}` (logged labels):", ""]
-        for c in result["checks"]:
-            sign = ">" if c["holds"] else "<="
-            verdict = "holds" if c["holds"] else "does not hold"
-            lines.append(
-                f"- {c['upper']} (`{c['row']}`, {c['value']:.4f}) {sign} {c['lower']} "
-                f"(`{c['other_row']}`, {c['other_value']:.4f}): {verdict}"
-            )
-    lines += [
-        "",
-        "## MG-E as the number of generators k grows",
-        "",
-        "![MG-E vs k](mge_vs_k.png)",
-        "",
-        table(summary, mge_table_rows, columns),
-        "",
-    ]
-    if "group_size.png" in pictures:
-        lines += [
-            "## GoalRank vs group size K",
-            "",
-            "![K sweep](group_size.png)",
-            "",
-            table(summary, k_rows, columns),
-            "",
-        ]
-    if "loss_form.png" in pictures:
-        lines += [
-            "## Loss form and loss weights",
-            "",
-            "![loss form](loss_form.png)",
-            "",
-            table(summary, loss_form_rows(summary), columns),
-            "",
-        ]
-    if "group_construction.png" in pictures:
-        lines += [
-            "## Group construction",
-            "",
-            "![group construction](group_construction.png)",
-            "",
-            table(summary, construction_rows(summary), columns),
-            "",
-        ]
-    lines += [
-        "## Wall time",
-        "",
-        "Seconds each stage took when it ran (a seed's stages in the invocation that finished",
-        "that seed; the shared stages summed over the invocations that ran them). `seed_total`",
-        "of the first seed run in an invocation includes the shared stages.",
-        "",
-        "| runs of | stage | seconds |",
-        "|---|---|---|",
-    ]
-    for group, stages in timings.items():
-        for stage, seconds in stages.items():
-            lines.append(f"| {group} | {stage} | {seconds:.1f} |")
-    lines.append("")
-    with open(os.path.join(output_dir, "comparison.md.tmp"), "w") as f:
-        f.write("\n".join(lines))
-    os.replace(
-        os.path.join(output_dir, "comparison.md.tmp"), os.path.join(output_dir, "comparison.md")
-    )
+    lines = header_lines(dataset, command, seeds, split, metric, defaults)
+    lines += [table(summary, main_rows(summary, ks, mge_rows, metric), columns), ""]
+    lines += ordering_lines(metric, [checks] + other_checks) + [""]
+    for picture, heading, alt, rows in picture_sections(summary, ks, group_sizes):
+        if picture in pictures:  # (mge_vs_k.png always is)
+            lines += section(heading, picture, alt, table(summary, rows, columns))
+    lines += timing_lines(timings)
+    _replace_file(os.path.join(output_dir, "comparison.md"), lambda f: f.write("\n".join(lines)))
     document = {
         "dataset": dataset,
         "split": split,
@@ -413,8 +392,8 @@ def write(
         "plots": pictures,
         "timings": timings,
     }
-    tmp = os.path.join(output_dir, "comparison.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(document, f, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(output_dir, "comparison.json"))
+    _replace_file(
+        os.path.join(output_dir, "comparison.json"),
+        lambda f: json.dump(document, f, indent=2, sort_keys=True),
+    )
     return document
