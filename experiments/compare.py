@@ -1,9 +1,9 @@
 """The paper's comparison (baselines, G-E, MG-E, GoalRank and its ablations), CPU-sized.
 
-    python -m goalrank_jax.compare --config=experiments/compare.py --workdir=runs/compare
-    python -m goalrank_jax.compare --config=experiments/compare.py:dataset=ml100k \
+    python -m goalrank_jax.comparison --config=experiments/compare.py --workdir=runs/compare
+    python -m goalrank_jax.comparison --config=experiments/compare.py:dataset=ml100k \
         --config.data.manual_dir=DIR --workdir=runs/compare_ml100k
-    python -m goalrank_jax.compare --config=experiments/compare.py:smoke --workdir=runs/cmp_smoke
+    python -m goalrank_jax.comparison --config=experiments/compare.py:smoke --workdir=runs/cmp_smoke
 
 Args (after the colon, comma-separated) as experiments/goalrank.py: ``smoke`` (tiny sizes, a few
 steps, 2 seeds; seconds per method) and ``dataset=NAME``. Every field of experiments/goalrank.py
@@ -60,7 +60,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cmp.baseline_train.optim.learning_rate = 3e-3
     if smoke:
         cmp.seeds = (1, 2)
-        cfg.gro.auxiliary = ("logged", "reward_greedy")  # K=4: two sampled lists when mixed
+        cfg.gro.auxiliary = ("logged", "reward_model_greedy")  # K=4: two sampled lists when mixed
         cmp.group_sizes = (2, 4)
         cmp.mge_ks = (1, 3, 8)
         cmp.num_proposals = 4

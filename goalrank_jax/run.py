@@ -15,30 +15,18 @@ import time
 from collections.abc import Callable
 
 import jax
-import numpy as np
 
-from goalrank_jax import configs, policies, sharding
+from goalrank_jax import configs, policies, sharding, stages
 from goalrank_jax import evaluate as evaluate_lib
 from goalrank_jax import train_step as ts
 from goalrank_jax.data import pipeline
 from goalrank_jax.metric_writer import MetricWriter
 from goalrank_jax.models import make_generator, make_reward_model
-from goalrank_jax.train import format_duration, train_stage
+from goalrank_jax.train import format_duration
 
 REWARD_STAGE = "reward_model"
 SIMULATOR_STAGE = "simulator"
 GENERATOR_STAGE = "generator"
-
-
-def _init_batch(dataset: pipeline.Dataset, size: int) -> dict:
-    examples = dataset.sources["train"].__getitems__(list(range(size)))
-    return pipeline.to_model_batch(
-        {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
-    )
-
-
-def _param_count(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
 def prepare_data(
@@ -52,6 +40,45 @@ def prepare_data(
     return dataset
 
 
+def stage_context(
+    config: configs.ExperimentConfig,
+    dataset: pipeline.Dataset,
+    workdir: str,
+    mesh,
+    writer: MetricWriter,
+    log_fn: Callable[[str], None] = print,
+) -> stages.StageContext:
+    """What every stage of a run of ``config`` shares (its mesh, seed, dataset, writer)."""
+    return stages.StageContext(
+        workdir=workdir,
+        dataset=dataset,
+        init_batch=stages.init_batch(dataset, 2),
+        mesh=mesh,
+        fsdp_min_size=config.mesh.fsdp_min_size,
+        writer=writer,
+        seed=config.seed,
+        prng_impl=config.prng_impl,
+        log_fn=log_fn,
+    )
+
+
+def split_evaluator(config, context: stages.StageContext, evaluation, simulator_params=None):
+    """``(split, generator params, reward params) -> {'<split>/<policy>/<metric>': value}``."""
+
+    def run_eval(split, gen_params, rm_params):
+        batches = pipeline.eval_batches(
+            context.dataset.sources[split], config.eval.batch_size, config.eval.max_examples
+        )
+        # The evaluation is compiled for replicated parameters: gather FSDP-split ones.
+        gen_params, rm_params, sim_params = sharding.put_replicated(
+            (gen_params, rm_params, simulator_params), context.mesh
+        )
+        results = evaluation(gen_params, rm_params, batches, sim_params)
+        return {f"{split}/{k}": v for k, v in results.items()}
+
+    return run_eval
+
+
 def train_and_evaluate(
     config: configs.ExperimentConfig, workdir: str, log_fn: Callable[[str], None] = print
 ) -> dict[str, float]:
@@ -59,136 +86,71 @@ def train_and_evaluate(
     start = time.time()
     config.validate(jax.device_count())  # before anything is written
     mesh = sharding.mesh_from_config(config.mesh)
-    min_size = config.mesh.fsdp_min_size
     log_fn(f"[mesh] {dict(mesh.shape)} over {jax.process_count()} process(es)")
     os.makedirs(workdir, exist_ok=True)
     if sharding.process_is_chief():
-        config_path = os.path.join(workdir, "config.json")
-        with open(config_path + ".tmp", "w") as f:
-            json.dump(dataclasses.asdict(config), f, indent=2)
-        os.replace(config_path + ".tmp", config_path)
+        _write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config), indent=2)
     writer = MetricWriter(workdir)
     dataset = prepare_data(config, workdir, log_fn)
-    list_len = dataset.list_len
-    base_key = jax.random.key(config.seed, impl=config.prng_impl)
-    init_batch = _init_batch(dataset, 2)
-    repl = sharding.replicated(mesh)
-    batch_shard = sharding.batch_sharding(mesh)
-
+    context = stage_context(config, dataset, workdir, mesh, writer, log_fn)
     with jax.set_mesh(mesh):
-        evaluator, rm_state, rm_step = _evaluator_stage(
-            config.reward_model.kind,
-            config.reward_model.model,
-            config.reward_model.train.optim,
-            dataset,
-            init_batch,
-            jax.random.fold_in(base_key, 1),
-            mesh,
-            fsdp_min_size=min_size,
+        evaluator = reward_model_evaluator(
+            config.reward_model.kind, config.reward_model.model, dataset
         )
-        log_fn(f"[{REWARD_STAGE}] {_param_count(rm_state.params):,} parameters")
         simulator = simulator_params = simulator_auc = None
         if not dataset.has_true_model:
-            simulator, simulator_params, simulator_auc = _train_simulator(
-                config, dataset, init_batch, workdir, mesh, writer, log_fn
-            )
-        generator = make_generator(config.generator, dataset.num_users, dataset.num_items)
-        policy = policies.GeneratorPolicy(
-            generator, list_len, plackett_luce=config.gro.group_construction == "plackett_luce"
-        )
+            simulator, simulator_params, simulator_auc = train_simulator(config, context)
+        policy = generator_policy(config, dataset)
         evaluation = evaluate_lib.Evaluation(
             policy,
             evaluator,
-            list_len,
+            dataset.list_len,
             dataset.has_true_model,
             config.data.env.true_model,
             mesh,
             simulator,
         )
-
-        def run_eval(split, gen_params, rm_params):
-            batches = pipeline.eval_batches(
-                dataset.sources[split], config.eval.batch_size, config.eval.max_examples
-            )
-            # The evaluation is compiled for replicated parameters: gather FSDP-split ones.
-            gen_params, rm_params, sim_params = sharding.put_replicated(
-                (gen_params, rm_params, simulator_params), mesh
-            )
-            results = evaluation(gen_params, rm_params, batches, sim_params)
-            return {f"{split}/{k}": v for k, v in results.items()}
-
-        rm_state = train_stage(
-            name=REWARD_STAGE,
-            config_path="reward_model.train",
-            workdir=workdir,
-            state=rm_state,
-            step_fn=rm_step,
-            dataset=pipeline.train_dataset(
-                dataset.sources["train"], config.reward_model.train.batch_size, config.seed + 1
-            ),
-            stage_config=config.reward_model.train,
-            base_key=jax.random.fold_in(base_key, 2),
-            mesh=mesh,
-            writer=writer,
-            log_fn=log_fn,
+        run_eval = split_evaluator(config, context, evaluation, simulator_params)
+        rm_stage = reward_model_stage(
+            config,
+            evaluator,
+            context,
             eval_fn=lambda s: _select(
                 run_eval("validation", None, s.params), "reward_model_greedy"
             ),
         )
-        frozen_rm = rm_state.params
-
-        gen_params = generator.init(jax.random.fold_in(base_key, 3), init_batch)
-        log_fn(f"[{GENERATOR_STAGE}] {_param_count(gen_params):,} parameters")
-        optimizer = ts.make_optimizer(config.train.optim)
-        gen_state = ts.create_state(gen_params, optimizer, frozen_rm)
-        gen_sharding = sharding.state_sharding(gen_state, mesh, min_size)
-        gen_state = sharding.put_tree(gen_state, gen_sharding)
-        gen_step = ts.compile_step(
-            functools.partial(
-                ts.goalrank_train_step,
-                policy=policy,
-                evaluator=evaluator,
-                optimizer=optimizer,
-                gro=config.gro,
-            ),
-            gen_sharding,
-            batch_shard,
-            repl,
-        )
-        gen_state = train_stage(
-            name=GENERATOR_STAGE,
-            config_path="train",
-            workdir=workdir,
-            state=gen_state,
-            step_fn=gen_step,
-            dataset=pipeline.train_dataset(
-                dataset.sources["train"], config.train.batch_size, config.seed + 2
-            ),
-            stage_config=config.train,
-            base_key=jax.random.fold_in(base_key, 4),
-            mesh=mesh,
-            writer=writer,
-            log_fn=log_fn,
+        rm_state = stages.train(context, rm_stage)
+        gen_stage = generator_stage(
+            config,
+            policy,
+            evaluator,
+            context,
+            rm_state.params,
             eval_fn=lambda s: _select(
                 run_eval("validation", s.params, s.reward_params), "goalrank"
             ),
         )
-
+        gen_state = stages.train(context, gen_stage)
         log_fn("[eval] evaluating every policy on the validation and test splits")
         results = run_eval("validation", gen_state.params, gen_state.reward_params)
         results.update(run_eval("test", gen_state.params, gen_state.reward_params))
+        trained = [rm_stage, gen_stage]
         if simulator_auc is not None:
             results["validation/simulator/AUC"] = simulator_auc
+            trained.insert(0, simulator_stage(config, simulator, context))
+        results.update(stage_records(context, trained))
+    return _finish(config, workdir, results, start, writer, dataset.list_len, log_fn)
+
+
+def _finish(config, workdir, results, start, writer, list_len, log_fn) -> dict[str, float]:
+    """GoalRank's test metrics under ``test/<metric>``, results.json, the printed table."""
     for key in [k for k in results if k.startswith("test/goalrank/")]:
         results["test/" + key.split("/", 2)[2]] = results[key]
     results["wall_time_s"] = time.time() - start
     writer.write(config.train.num_steps, {k: v for k, v in results.items() if isinstance(v, float)})
     writer.close()
     if jax.process_index() == 0:
-        tmp = os.path.join(workdir, "results.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(workdir, "results.json"))
+        _write_json(os.path.join(workdir, "results.json"), results, indent=2, sort_keys=True)
     log_fn("\n" + evaluate_lib.results_table(results, "test", list_len))
     log_fn(
         f"[done] results in {os.path.join(workdir, 'results.json')} "
@@ -197,82 +159,135 @@ def train_and_evaluate(
     return results
 
 
-def _evaluator_stage(
-    kind,
-    model_config,
-    optim_config,
-    dataset,
-    init_batch,
-    key,
-    mesh,
-    fsdp_min_size: int = sharding.FSDP_MIN_SIZE,
-):
-    """A list scorer trained by BCE on logged feedback (the reward model or the simulator):
-    returns (evaluator, freshly initialised state placed by ``sharding.state_sharding``,
-    compiled train step)."""
-    list_len = dataset.list_len
-    module = make_reward_model(kind, model_config, dataset.num_users, dataset.num_items, list_len)
-    evaluator = policies.Evaluator(module, kind)
-    optimizer = ts.make_optimizer(optim_config)
-    params = evaluator.init(key, init_batch, list_len)
-    state = ts.create_state(params, optimizer)
-    state_sharding = sharding.state_sharding(state, mesh, fsdp_min_size)
-    state = sharding.put_tree(state, state_sharding)
-    step = ts.compile_step(
-        functools.partial(
-            ts.reward_model_train_step, evaluator=evaluator, optimizer=optimizer, list_len=list_len
-        ),
-        state_sharding,
-        sharding.batch_sharding(mesh),
-        sharding.replicated(mesh),
+def _write_json(path: str, value, **kwargs) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, **kwargs)
+    os.replace(path + ".tmp", path)
+
+
+def reward_model_evaluator(kind: str, model_config, dataset) -> policies.Evaluator:
+    """A list scorer of ``kind`` (``pointwise`` / ``list_aware``) sized for ``dataset``."""
+    module = make_reward_model(
+        kind, model_config, dataset.num_users, dataset.num_items, dataset.list_len
     )
-    return evaluator, state, step
+    return policies.Evaluator(module, kind)
 
 
-def _train_simulator(config, dataset, init_batch, workdir, mesh, writer, log_fn):
+def generator_policy(config, dataset) -> policies.GeneratorPolicy:
+    """The GoalRank generator of ``config`` as a sampling / greedy / log-prob policy."""
+    generator = make_generator(config.generator, dataset.num_users, dataset.num_items)
+    return policies.GeneratorPolicy(
+        generator,
+        dataset.list_len,
+        plackett_luce=config.gro.group_construction == "plackett_luce",
+    )
+
+
+def scorer_stage(
+    name, streams, config_path, stage_config, evaluator, context, eval_fn=None, seed=None, note=""
+) -> stages.Stage:
+    """A list scorer trained by BCE on logged feedback (``reward_model_train_step``): the
+    reward model, the simulator, and the comparison's DNN and PRM."""
+    list_len = context.dataset.list_len
+    return stages.Stage(
+        name=name,
+        streams=streams,
+        config_path=config_path,
+        stage_config=stage_config,
+        init=lambda key: evaluator.init(key, context.init_batch, list_len),
+        step=functools.partial(ts.reward_model_train_step, evaluator=evaluator, list_len=list_len),
+        eval_fn=eval_fn,
+        seed=seed,
+        note=note,
+    )
+
+
+def reward_model_stage(config, evaluator, context, eval_fn=None) -> stages.Stage:
+    """The reward model of ``config`` as a stage of ``stages.train`` / ``stages.restore``."""
+    return scorer_stage(
+        REWARD_STAGE,
+        "reward_model",
+        "reward_model.train",
+        config.reward_model.train,
+        evaluator,
+        context,
+        eval_fn=eval_fn,
+    )
+
+
+def generator_stage(
+    config, policy, evaluator, context, reward_params, eval_fn=None, name=GENERATOR_STAGE
+) -> stages.Stage:
+    """The GoalRank generator trained by GRO against the frozen ``reward_params``."""
+    return stages.Stage(
+        name=name,
+        streams="generator",
+        config_path="train",
+        stage_config=config.train,
+        init=lambda key: policy.module.init(key, context.init_batch),
+        step=functools.partial(
+            ts.goalrank_train_step, policy=policy, evaluator=evaluator, gro=config.gro
+        ),
+        frozen_params=reward_params,
+        eval_fn=eval_fn,
+    )
+
+
+def stage_records(context: stages.StageContext, trained: list[stages.Stage]) -> dict:
+    """``stages/<name>/{steps,epochs,stopped_early,selected_step}`` of finished stages, each
+    also logged as one line."""
+    out = {}
+    for stage in trained:
+        record = stages.record(context, stage)
+        selected = record.get("selected_step")
+        context.log_fn(
+            f"[{stage.name}] trained {record['steps']} of {record['num_steps']} steps "
+            f"({record['epochs']:.2f} epochs)"
+            + (", stopped early" if record["stopped_early"] else "")
+            + (f", selected step {selected}" if selected is not None else "")
+        )
+        prefix = f"stages/{stage.name}/"
+        out[prefix + "steps"] = float(record["steps"])
+        out[prefix + "epochs"] = float(record["epochs"])
+        out[prefix + "stopped_early"] = float(record["stopped_early"])
+        if selected is not None:
+            out[prefix + "selected_step"] = float(selected)
+    return out
+
+
+def simulator_stage(config, simulator, context, eval_fn=None) -> stages.Stage:
+    """The held-out list-aware simulator of real data (own seed ``simulator.seed``)."""
+    return scorer_stage(
+        SIMULATOR_STAGE,
+        "simulator",
+        "simulator.train",
+        config.simulator.train,
+        simulator,
+        context,
+        eval_fn=eval_fn,
+        seed=config.simulator.seed,
+        note=" (list-aware, held out)",
+    )
+
+
+def train_simulator(config: configs.ExperimentConfig, context: stages.StageContext):
     """Trains (or restores) the held-out list-aware simulator; returns (evaluator, params,
     validation AUC)."""
     sim_config = config.simulator
-    sim_key = jax.random.key(sim_config.seed, impl=config.prng_impl)
-    simulator, state, step = _evaluator_stage(
-        "list_aware",
-        sim_config.model,
-        sim_config.train.optim,
-        dataset,
-        init_batch,
-        jax.random.fold_in(sim_key, 1),
-        mesh,
-        fsdp_min_size=config.mesh.fsdp_min_size,
-    )
-    log_fn(f"[{SIMULATOR_STAGE}] {_param_count(state.params):,} parameters (list-aware, held out)")
-    click_auc = evaluate_lib.LoggedClickAUC(simulator, dataset.list_len)
+    simulator = reward_model_evaluator("list_aware", sim_config.model, context.dataset)
+    click_auc = evaluate_lib.LoggedClickAUC(simulator, context.dataset.list_len)
 
     def validation_auc(state):
         batches = pipeline.eval_batches(
-            dataset.sources["validation"], config.eval.batch_size, config.eval.max_examples
+            context.dataset.sources["validation"], config.eval.batch_size, config.eval.max_examples
         )
         # Replicated parameters: the AUC's jit has no shardings and fetches its outputs.
-        params = sharding.put_replicated(state.params, mesh)
+        params = sharding.put_replicated(state.params, context.mesh)
         return {"validation/simulator/AUC": click_auc(params, batches)}
 
-    state = train_stage(
-        name=SIMULATOR_STAGE,
-        config_path="simulator.train",
-        workdir=workdir,
-        state=state,
-        step_fn=step,
-        dataset=pipeline.train_dataset(
-            dataset.sources["train"], sim_config.train.batch_size, sim_config.seed
-        ),
-        stage_config=sim_config.train,
-        base_key=jax.random.fold_in(sim_key, 2),
-        mesh=mesh,
-        writer=writer,
-        log_fn=log_fn,
-        eval_fn=validation_auc,
-    )
+    state = stages.train(context, simulator_stage(config, simulator, context, validation_auc))
     auc = validation_auc(state)["validation/simulator/AUC"]
-    log_fn(f"[{SIMULATOR_STAGE}] validation AUC of logged clicks {auc:.4f}")
+    context.log_fn(f"[{SIMULATOR_STAGE}] validation AUC of logged clicks {auc:.4f}")
     return simulator, state.params, auc
 
 

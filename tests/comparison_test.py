@@ -101,7 +101,7 @@ def test_mge_pool_is_heterogeneous_and_nested():
 def test_select_takes_the_highest_estimated_reward():
     proposals = jnp.arange(2 * 4 * 3).reshape(2, 4, 3)
     rewards = jnp.array([[0.1, 0.5, 0.2, 0.5], [-1.0, -2.0, -0.5, -3.0]])
-    picked = np.asarray(evaluation._select(proposals, rewards))
+    picked = np.asarray(evaluation.select_best(proposals, rewards))
     np.testing.assert_array_equal(picked, np.asarray(proposals)[[0, 1], [1, 2]])
 
 
@@ -170,7 +170,7 @@ def test_bad_comparison_configs_are_named(override, message):
 
 def test_a_derived_run_that_cannot_exist_is_named():
     cfg = _comparison_values()
-    cfg.gro.auxiliary = ("logged", "retriever", "reward_greedy", "uniform")  # fills K = 4
+    cfg.gro.auxiliary = ("logged", "retriever", "reward_model_greedy", "random")  # fills K = 4
     with pytest.raises(ValueError, match="goalrank_mixed"):
         comparison_config.from_config_dict(cfg)
 
@@ -200,7 +200,7 @@ def smoke_comparison(tmp_path_factory):
     command = [
         sys.executable,
         "-m",
-        "goalrank_jax.compare",
+        "goalrank_jax.comparison",
         "--config=experiments/compare.py:smoke",
         f"--workdir={workdir}",
         "--config.compare.seeds=7",

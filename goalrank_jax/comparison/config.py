@@ -1,6 +1,6 @@
 """What a comparison runs: methods, seeds, sweeps (``--config.compare.*``).
 
-An experiment file for ``python -m goalrank_jax.compare`` holds every field of
+An experiment file for ``python -m goalrank_jax.comparison`` holds every field of
 :class:`goalrank_jax.configs.ExperimentConfig` (the data, the shared reward model, the GoalRank
 generator and its GRO defaults) plus a ``compare`` group parsed into :class:`ComparisonConfig`.
 """
@@ -77,7 +77,7 @@ def from_config_dict(config: Any, num_devices: int = 1):
         )
     compare_values = values.pop("compare")
     experiment = configs.from_config_dict(values, num_devices)
-    comparison = configs._build(ComparisonConfig, compare_values, "compare.")
+    comparison = configs.build_dataclass(ComparisonConfig, compare_values, "compare.")
     comparison.validate()
     from goalrank_jax.comparison import training
 

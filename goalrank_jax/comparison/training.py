@@ -17,17 +17,13 @@ from typing import Any
 import jax
 
 import goalrank_jax.models as models_lib
-from goalrank_jax import configs, policies, sharding
+from goalrank_jax import configs, policies, sharding, stages
+from goalrank_jax import run as run_lib
 from goalrank_jax import train_step as ts
-from goalrank_jax.data import pipeline
 from goalrank_jax.metric_writer import MetricWriter
-from goalrank_jax.models import baselines, make_generator, make_reward_model
+from goalrank_jax.models import baselines, make_reward_model
 from goalrank_jax.models import reward_model as rm
 from goalrank_jax.models.layers import Backbone
-from goalrank_jax.train import train_stage
-
-# Stage seeds are folded into the seed's base key with these offsets (distinct streams).
-_KEY_OFFSETS = {"reward_model": 1, "dnn": 11, "prm": 12, "nar": 13, "generator": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,15 +117,6 @@ def needed_baselines(comparison) -> set[str]:
     return needed
 
 
-def _backbone_kwargs(model_config, num_users, num_items) -> dict:
-    return dict(
-        num_users=num_users,
-        num_items=num_items,
-        causal=model_config.causal,
-        **models_lib._kwargs(model_config),
-    )
-
-
 def nar_train_step(state, batch, base_key, *, module, optimizer, list_len: int):
     """One update of the NAR generator on the logged lists (likelihood / unlikelihood)."""
     dropout_key = jax.random.fold_in(base_key, state.step)
@@ -146,154 +133,77 @@ def nar_train_step(state, batch, base_key, *, module, optimizer, list_len: int):
 
 
 class SeedTrainer:
-    """Trains (or restores) the models of one seed; each method is one stage."""
+    """Trains (or restores) the models of one seed; each method is one stage of
+    ``stages.train`` on the mesh of ``experiment.mesh``."""
 
-    def __init__(self, experiment, comparison, dataset, init_batch, seed_dir, mesh, log_fn):
+    def __init__(self, experiment, comparison, dataset, seed_dir, mesh, log_fn):
         self.experiment = experiment
         self.comparison = comparison
         self.dataset = dataset
-        self.init_batch = init_batch
-        self.seed_dir = seed_dir
         self.mesh = mesh
-        self.log_fn = log_fn
         self.writer = MetricWriter(seed_dir)
-        self.base_key = jax.random.key(experiment.seed, impl=experiment.prng_impl)
-        self.repl = sharding.replicated(mesh)
-        self.batch_shard = sharding.batch_sharding(mesh)
+        self.context = run_lib.stage_context(
+            experiment, dataset, seed_dir, mesh, self.writer, log_fn
+        )
         self.seconds: dict[str, float] = {}
 
     def close(self):
         self.writer.close()
 
-    def _stage(self, name, state, step_fn, stage_config, data_seed, key_offset, config_path):
+    def _train(self, stage: stages.Stage):
+        """The stage's trained parameters, replicated for the evaluation."""
         start = time.time()
-        state = train_stage(
-            name=name,
-            config_path=config_path,
-            workdir=self.seed_dir,
-            state=state,
-            step_fn=step_fn,
-            dataset=pipeline.train_dataset(
-                self.dataset.sources["train"], stage_config.batch_size, data_seed
-            ),
-            stage_config=stage_config,
-            base_key=jax.random.fold_in(self.base_key, key_offset),
-            mesh=self.mesh,
-            writer=self.writer,
-            log_fn=self.log_fn,
-        )
-        self.seconds[name] = time.time() - start
-        return state
+        state = stages.train(self.context, stage)
+        self.seconds[stage.name] = time.time() - start
+        return sharding.put_replicated(state.params, self.mesh)
 
-    def _scorer(self, name, evaluator, stage_config, key_offset: int, config_path: str):
-        """A list scorer trained by BCE on logged feedback (see ``reward_model_train_step``)
-        -> (evaluator, params). ``key_offset`` separates its init, data and dropout streams."""
-        optimizer = ts.make_optimizer(stage_config.optim)
-        key = jax.random.fold_in(self.base_key, key_offset)
-        params = evaluator.init(key, self.init_batch, self.dataset.list_len)
-        state = sharding.put_replicated(ts.create_state(params, optimizer), self.mesh)
-        step = ts.compile_step(
-            functools.partial(
-                ts.reward_model_train_step,
-                evaluator=evaluator,
-                optimizer=optimizer,
-                list_len=self.dataset.list_len,
-            ),
-            self.repl,
-            self.batch_shard,
-            self.repl,
+    def _scorer(self, name: str, evaluator, stage_config, config_path: str):
+        """A list scorer trained by BCE on logged feedback -> (evaluator, params)."""
+        stage = run_lib.scorer_stage(
+            name, f"compare/{name}", config_path, stage_config, evaluator, self.context
         )
-        state = self._stage(
-            name,
-            state,
-            step,
-            stage_config,
-            self.experiment.seed + key_offset,
-            key_offset + 100,
-            config_path,
-        )
-        return evaluator, state.params
+        return evaluator, self._train(stage)
 
     def reward_model(self):
         """The frozen evaluator shared by GoalRank and every G-E / MG-E method of the seed."""
         exp = self.experiment
-        module = make_reward_model(
-            exp.reward_model.kind,
-            exp.reward_model.model,
-            self.dataset.num_users,
-            self.dataset.num_items,
-            self.dataset.list_len,
+        evaluator = run_lib.reward_model_evaluator(
+            exp.reward_model.kind, exp.reward_model.model, self.dataset
         )
-        evaluator = policies.Evaluator(module, exp.reward_model.kind)
-        return self._scorer(
-            "reward_model", evaluator, exp.reward_model.train, 1, "reward_model.train"
-        )
+        return self._scorer("reward_model", evaluator, exp.reward_model.train, "reward_model.train")
 
     def baseline_module(self, name: str) -> Backbone:
-        kwargs = _backbone_kwargs(
-            self.experiment.generator, self.dataset.num_users, self.dataset.num_items
-        )
+        model_config = self.experiment.generator
+        ids = dict(num_users=self.dataset.num_users, num_items=self.dataset.num_items)
+        kwargs = dict(causal=model_config.causal, **ids, **models_lib.model_kwargs(model_config))
         if name == "dnn":
             return baselines.DNNScorer(**kwargs)
         if name == "prm":
-            return make_reward_model("pointwise", self.experiment.generator, **_ids(self.dataset))
+            return make_reward_model("pointwise", model_config, **ids)
         if name == "nar":
             return baselines.NARGenerator(max_list_len=self.dataset.list_len, **kwargs)
         raise ValueError(f"Unknown baseline {name!r}")
 
     def nar(self):
-        stage_config = self.comparison.baseline_train
         module = self.baseline_module("nar")
-        optimizer = ts.make_optimizer(stage_config.optim)
-        params = module.init(jax.random.fold_in(self.base_key, 13), self.init_batch)
-        state = sharding.put_replicated(ts.create_state(params, optimizer), self.mesh)
-        step = ts.compile_step(
-            functools.partial(
-                nar_train_step, module=module, optimizer=optimizer, list_len=self.dataset.list_len
-            ),
-            self.repl,
-            self.batch_shard,
-            self.repl,
+        stage = stages.Stage(
+            name="nar",
+            streams="compare/nar",
+            config_path="compare.baseline_train",
+            stage_config=self.comparison.baseline_train,
+            init=lambda key: module.init(key, self.context.init_batch),
+            step=functools.partial(nar_train_step, module=module, list_len=self.dataset.list_len),
         )
-        state = self._stage(
-            "nar",
-            state,
-            step,
-            stage_config,
-            self.experiment.seed + 13,
-            113,
-            "compare.baseline_train",
-        )
-        return module, state.params
+        return module, self._train(stage)
 
-    def generator(self, run: GoalRankRun, evaluator, reward_params):
-        exp = self.experiment
-        module = make_generator(exp.generator, self.dataset.num_users, self.dataset.num_items)
-        policy = policies.GeneratorPolicy(
-            module,
-            self.dataset.list_len,
-            plackett_luce=run.gro.group_construction == "plackett_luce",
-        )
+    def generator(self, run_spec: GoalRankRun, evaluator, reward_params):
         # The same initial parameters, batches and key stream for every GoalRank run of a seed.
-        params = module.init(jax.random.fold_in(self.base_key, 3), self.init_batch)
-        optimizer = ts.make_optimizer(exp.train.optim)
-        # A copy of the frozen evaluator per run: the train step donates its whole state.
-        frozen = jax.tree_util.tree_map(jax.numpy.copy, reward_params)
-        state = sharding.put_replicated(ts.create_state(params, optimizer, frozen), self.mesh)
-        step = ts.compile_step(
-            functools.partial(
-                ts.goalrank_train_step,
-                policy=policy,
-                evaluator=evaluator,
-                optimizer=optimizer,
-                gro=run.gro,
-            ),
-            self.repl,
-            self.batch_shard,
-            self.repl,
+        exp = dataclasses.replace(self.experiment, gro=run_spec.gro)
+        policy = run_lib.generator_policy(exp, self.dataset)
+        stage = run_lib.generator_stage(
+            exp, policy, evaluator, self.context, reward_params, name=run_spec.name
         )
-        state = self._stage(run.name, state, step, exp.train, exp.seed + 2, 4, "train")
-        return policy, state.params
+        return policy, self._train(stage)
 
     def train_all(self, shared_reward_model=None) -> SeedModels:
         """Every model of the seed; ``shared_reward_model`` = (evaluator, params) trained once
@@ -306,20 +216,14 @@ class SeedTrainer:
         scorers = {}
         for name in ("dnn", "prm"):
             if name in needed:
-                offset = _KEY_OFFSETS[name]
                 scorers[name] = self._scorer(
                     name,
                     policies.Evaluator(self.baseline_module(name), "pointwise"),
                     self.comparison.baseline_train,
-                    offset,
                     "compare.baseline_train",
                 )
         nar = self.nar() if "nar" in needed else None
         generators = {}
-        for run in goalrank_runs(self.experiment, self.comparison):
-            generators[run.name] = self.generator(run, evaluator, reward_params)
+        for run_spec in goalrank_runs(self.experiment, self.comparison):
+            generators[run_spec.name] = self.generator(run_spec, evaluator, reward_params)
         return SeedModels(evaluator, reward_params, scorers, nar, generators, dict(self.seconds))
-
-
-def _ids(dataset) -> dict:
-    return dict(num_users=dataset.num_users, num_items=dataset.num_items)

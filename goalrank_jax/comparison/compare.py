@@ -1,9 +1,9 @@
 """The paper's comparison in one command: every baseline, GoalRank and its ablations, several seeds.
 
-    python -m goalrank_jax.compare --config=experiments/compare.py --workdir=runs/compare
-    python -m goalrank_jax.compare --config=experiments/compare.py:dataset=ml100k \
+    python -m goalrank_jax.comparison --config=experiments/compare.py --workdir=runs/compare
+    python -m goalrank_jax.comparison --config=experiments/compare.py:dataset=ml100k \
         --config.data.manual_dir=DIR --workdir=runs/compare_ml100k
-    python -m goalrank_jax.compare --config=experiments/compare.py:smoke --workdir=runs/cmp_smoke
+    python -m goalrank_jax.comparison --config=experiments/compare.py:smoke --workdir=runs/cmp_smoke
 
 Writes ``<workdir>/comparison.md`` (tables of mean ± std over seeds), ``comparison.json`` and
 PNG plots (MG-E vs k with GoalRank as a line, GoalRank vs K, loss form, group construction).
@@ -26,17 +26,19 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 from absl import app, flags, logging
 
 from goalrank_jax import main as main_lib
-from goalrank_jax import run, sharding
+from goalrank_jax import run, sharding, stages
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.comparison import config as comparison_config
 from goalrank_jax.comparison import evaluation, report, training
 from goalrank_jax.data import pipeline
 from goalrank_jax.data.raw_formats import RawDataError
+from goalrank_jax.metric_writer import MetricWriter
 from goalrank_jax.train import format_duration
 
 # --config (here experiments/compare.py[:args]), --workdir and their parsing are main's.
@@ -92,17 +94,100 @@ def _add_shared_seconds(workdir: str, seconds: dict[str, float]) -> dict[str, fl
     return totals
 
 
-def run_comparison(
-    experiment,
-    comparison,
-    workdir: str,
-    log_fn: Callable[[str], None] = print,
-    command: str = "",
-    report_only: bool = False,
-) -> dict:
-    """Trains and evaluates every method for every seed (cached), then writes the report."""
-    start = time.time()
-    mesh = sharding.make_mesh()
+@dataclasses.dataclass
+class SharedStages:
+    """What all seeds of a comparison share: the dataset, the held-out simulator (real data)
+    and, with ``compare.shared_reward_model``, one reward model. Built on first use, so a run
+    whose seeds are all cached prepares nothing."""
+
+    experiment: Any
+    comparison: Any
+    workdir: str
+    mesh: Any
+    log_fn: Callable[[str], None]
+    dataset: Any = None
+    simulator: Any = None
+    simulator_params: Any = None
+    reward_model: Any = None
+    seconds: dict[str, float] | None = None
+
+    def build(self) -> None:
+        if self.dataset is not None:
+            return
+        start = time.time()
+        self.dataset = run.prepare_data(self.experiment, self.workdir, self.log_fn)
+        seconds = {"data": time.time() - start}
+        if not self.dataset.has_true_model:
+            stage_start = time.time()
+            writer = MetricWriter(self.workdir)
+            try:
+                context = run.stage_context(
+                    self.experiment, self.dataset, self.workdir, self.mesh, writer, self.log_fn
+                )
+                self.simulator, self.simulator_params, _ = run.train_simulator(
+                    self.experiment, context
+                )
+            finally:
+                writer.close()
+            seconds["simulator"] = time.time() - stage_start
+        if self.comparison.shared_reward_model:
+            shared = training.SeedTrainer(
+                self.experiment, self.comparison, self.dataset, self.workdir, self.mesh, self.log_fn
+            )
+            try:
+                self.reward_model = shared.reward_model()
+            finally:
+                shared.close()
+            seconds.update(shared.seconds)
+        self.seconds = _add_shared_seconds(self.workdir, seconds)
+
+
+def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict[str, float]]:
+    """Trains every model of ``seed`` (cached stages restored) and evaluates them; writes
+    ``seed_dir/results.json``; returns (rows, seconds per stage)."""
+    seed_start = time.time()
+    experiment, comparison, dataset = shared.experiment, shared.comparison, shared.dataset
+    seed_experiment = dataclasses.replace(experiment, seed=seed)
+    trainer = training.SeedTrainer(
+        seed_experiment, comparison, dataset, seed_dir, shared.mesh, shared.log_fn
+    )
+    try:
+        models = trainer.train_all(shared.reward_model)
+    finally:
+        trainer.close()
+    eval_start = time.time()
+    shared.log_fn(f"[compare] seed {seed}: evaluating every method on {comparison.split}")
+    seed_eval = evaluation.SeedEvaluation(
+        models,
+        comparison,
+        dataset.list_len,
+        dataset.has_true_model,
+        experiment.data.env.true_model,
+        shared.mesh,
+        shared.simulator,
+    )
+    batches = pipeline.eval_batches(
+        dataset.sources[comparison.split],
+        experiment.eval.batch_size,
+        experiment.eval.max_examples,
+    )
+    key = jax.random.fold_in(
+        jax.random.key(seed, impl=experiment.prng_impl), stages.COMPARISON_EVAL_STREAM
+    )
+    results = seed_eval(batches, key, shared.simulator_params)
+    seconds = dict(models.train_seconds)
+    seconds["evaluation"] = time.time() - eval_start
+    seconds["seed_total"] = time.time() - seed_start
+    _write_json(
+        os.path.join(seed_dir, RESULTS_FILE),
+        {"rows": results, "seconds": seconds, "split": comparison.split},
+    )
+    return results, seconds
+
+
+def _start(experiment, comparison, workdir: str):
+    """config.json, the persistent compilation cache and the dataset directory; returns the
+    experiment with ``data.data_dir`` set."""
     os.makedirs(workdir, exist_ok=True)
     _write_json(
         os.path.join(workdir, "config.json"),
@@ -114,15 +199,32 @@ def run_comparison(
     # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA.
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return _with_data_dir(experiment, workdir)
+
+
+def _with_data_dir(experiment, workdir: str):
     data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
-    experiment = dataclasses.replace(
+    return dataclasses.replace(
         experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
     )
+
+
+def run_comparison(
+    experiment,
+    comparison,
+    workdir: str,
+    log_fn: Callable[[str], None] = print,
+    command: str = "",
+    report_only: bool = False,
+) -> dict:
+    """Trains and evaluates every method for every seed (cached), then writes the report."""
+    start = time.time()
+    mesh = sharding.mesh_from_config(experiment.mesh)
+    experiment = _start(experiment, comparison, workdir)
     rows = expected_rows(experiment, comparison)
     per_seed, timings = {}, {}
-    dataset = None
+    shared = SharedStages(experiment, comparison, workdir, mesh, log_fn)
     with jax.set_mesh(mesh):
-        simulator = simulator_params = shared_rm = None
         for index, seed in enumerate(comparison.seeds):
             seed_dir = os.path.join(workdir, f"seed_{seed}")
             cached = _load_cached(os.path.join(seed_dir, RESULTS_FILE), rows)
@@ -133,71 +235,11 @@ def run_comparison(
             if report_only:
                 log_fn(f"[compare] seed {seed}: no complete cached results; left out")
                 continue
-            seed_start = time.time()
             log_fn(f"[compare] seed {seed} ({index + 1}/{len(comparison.seeds)})")
-            if dataset is None:
-                shared_start = time.time()
-                dataset = run.prepare_data(experiment, workdir, log_fn)
-                shared_seconds = {"data": time.time() - shared_start}
-                init_batch = run._init_batch(dataset, 2)
-                if not dataset.has_true_model:
-                    stage_start = time.time()
-                    simulator, simulator_params, auc = run._train_simulator(
-                        experiment,
-                        dataset,
-                        init_batch,
-                        workdir,
-                        mesh,
-                        training.MetricWriter(workdir),
-                        log_fn,
-                    )
-                    shared_seconds["simulator"] = time.time() - stage_start
-                if comparison.shared_reward_model:
-                    shared = training.SeedTrainer(
-                        experiment, comparison, dataset, init_batch, workdir, mesh, log_fn
-                    )
-                    try:
-                        shared_rm = shared.reward_model()
-                    finally:
-                        shared.close()
-                    shared_seconds.update(shared.seconds)
-                timings["shared by all seeds"] = _add_shared_seconds(workdir, shared_seconds)
-            seed_experiment = dataclasses.replace(experiment, seed=seed)
-            trainer = training.SeedTrainer(
-                seed_experiment, comparison, dataset, init_batch, seed_dir, mesh, log_fn
-            )
-            try:
-                models = trainer.train_all(shared_rm)
-            finally:
-                trainer.close()
-            eval_start = time.time()
-            log_fn(f"[compare] seed {seed}: evaluating every method on {comparison.split}")
-            seed_eval = evaluation.SeedEvaluation(
-                models,
-                comparison,
-                dataset.list_len,
-                dataset.has_true_model,
-                experiment.data.env.true_model,
-                mesh,
-                simulator,
-            )
-            batches = pipeline.eval_batches(
-                dataset.sources[comparison.split],
-                experiment.eval.batch_size,
-                experiment.eval.max_examples,
-            )
-            key = jax.random.fold_in(jax.random.key(seed, impl=experiment.prng_impl), 77)
-            results = seed_eval(batches, key, simulator_params)
-            seconds = dict(models.train_seconds)
-            seconds["evaluation"] = time.time() - eval_start
-            seconds["seed_total"] = time.time() - seed_start
-            _write_json(
-                os.path.join(seed_dir, RESULTS_FILE),
-                {"rows": results, "seconds": seconds, "split": comparison.split},
-            )
-            per_seed[seed], timings[f"seed {seed}"] = results, seconds
-            done = index + 1
-            elapsed = time.time() - start
+            shared.build()
+            per_seed[seed], seconds = run_seed(shared, seed, seed_dir)
+            timings[f"seed {seed}"] = seconds
+            done, elapsed = index + 1, time.time() - start
             log_fn(
                 f"[compare] seed {seed} done in {format_duration(seconds['seed_total'])}; "
                 f"{done}/{len(comparison.seeds)} seeds, elapsed {format_duration(elapsed)}, "
@@ -205,9 +247,19 @@ def run_comparison(
             )
     if not per_seed:
         raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
-    shared_totals = timings.pop("shared by all seeds", None) or _add_shared_seconds(workdir, {})
+    shared_totals = shared.seconds or _add_shared_seconds(workdir, {})
     if shared_totals:
         timings = {"shared by all seeds": shared_totals, **timings}
+    document = _write_report(experiment, comparison, workdir, per_seed, command, timings, log_fn)
+    log_fn(
+        f"[compare] report: {os.path.join(workdir, 'comparison.md')} "
+        f"(total {format_duration(time.time() - start)})"
+    )
+    return document
+
+
+def _write_report(experiment, comparison, workdir, per_seed, command, timings, log_fn) -> dict:
+    """comparison.md / .json / PNGs; prints the main table."""
     gro = experiment.gro
     document = report.write(
         workdir,
@@ -233,20 +285,12 @@ def run_comparison(
         command=command,
         timings=timings,
     )
-    log_fn(
-        report.table(
-            document["summary"],
-            [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
-            + [(r, report.LABELS[r]) for r in report.GE]
-            + [(f"mge@{k}", f"MG-E k={k}") for k in comparison.mge_ks]
-            + [("goalrank", "GoalRank")],
-            report.metric_columns(document["summary"], experiment.data.list_len),
-        )
-    )
-    log_fn(
-        f"[compare] report: {os.path.join(workdir, 'comparison.md')} "
-        f"(total {format_duration(time.time() - start)})"
-    )
+    print_table = [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
+    print_table += [(r, report.LABELS[r]) for r in report.GE]
+    print_table += [(f"mge@{k}", f"MG-E k={k}") for k in comparison.mge_ks]
+    print_table += [("goalrank", "GoalRank")]
+    columns = report.metric_columns(document["summary"], experiment.data.list_len)
+    log_fn(report.table(document["summary"], print_table, columns))
     return document
 
 
@@ -261,17 +305,13 @@ def main(argv):
     except ValueError as err:
         print(f"error: invalid config: {err}", file=sys.stderr)
         sys.exit(main_lib.EXIT_INVALID_INPUT)
-    command = "python -m goalrank_jax.compare " + " ".join(
+    command = "python -m goalrank_jax.comparison " + " ".join(
         shlex.quote(a) for a in argv[1:] or sys.argv[1:]
     )
     log_fn = functools.partial(print, flush=True)
     with main_lib.exit_codes((RawDataError, CheckpointError, ValueError)):
         if main_lib.PREPARE_ONLY.value:
-            data_dir = experiment.data.data_dir or os.path.join(_WORKDIR.value, "tfds")
-            experiment = dataclasses.replace(
-                experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
-            )
-            run.prepare_data(experiment, _WORKDIR.value, log_fn)
+            run.prepare_data(_with_data_dir(experiment, _WORKDIR.value), _WORKDIR.value, log_fn)
             return
         run_comparison(experiment, comparison, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
 
