@@ -13,18 +13,36 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from goalrank_jax import sharding
+from goalrank_jax import reference_policies, sharding
 from goalrank_jax.data.retriever import RetrieverConfig
 from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 
 DATASETS = ("synthetic", "ml100k", "ml1m", "amazon_book", "kuairand")
 GROUP_CONSTRUCTIONS = ("on_policy", "plackett_luce", "mixed")
 LOSS_FORMS = ("log_prob", "prob")
+SUPERVISED_FORMS = ("first_step_bce", "every_step_bce", "logged_nll")
 REWARD_MODEL_KINDS = ("pointwise", "list_aware")
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
-AUXILIARY_POLICIES = ("logged", "retriever", "reward_greedy", "uniform")
-GENERATOR_VARIANTS = ("prefix", "fast")
+# gro.auxiliary: the reference policies of goalrank_jax/reference_policies.py that need no
+# true-model field (logged, retriever, reward_model_greedy, random).
+AUXILIARY_POLICIES = reference_policies.AUXILIARY_NAMES
+# GENERATOR_VARIANTS (read through the module __getattr__ below) = the registered generator
+# variants of goalrank_jax/models/registry.py, e.g. ("prefix", "fast").
 COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _generator_variants() -> tuple[str, ...]:
+    # Imported here, not at the top: the models are heavier than this module, and the registry
+    # is filled by importing them.
+    from goalrank_jax.models import registry
+
+    return registry.generator_variants()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GENERATOR_VARIANTS":  # The registered variants, read when asked for.
+        return _generator_variants()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -108,8 +126,9 @@ class ModelConfig:
     use_user_id: bool = True  # Add a learned user-id embedding to the history encoding.
     bilinear_head: bool = True  # Add the user-item affinity <W_a U, x_i>/sqrt(D) to each logit.
     item_bias: bool = True  # Add a learned per-item scalar b_i to each logit.
-    # Generator only: "prefix" = paper-faithful (re-encodes the N candidates at every step),
-    # "fast" = candidates encoded once, then a pointer decoder with a key/value cache.
+    # Generator only, one of GENERATOR_VARIANTS (goalrank_jax/models/registry.py): "prefix" =
+    # paper-faithful (re-encodes the N candidates at every step), "fast" = candidates encoded
+    # once, then a pointer decoder with a key/value cache.
     variant: str = "prefix"
     decoder_layers: int = 1  # Depth of the fast variant's decoder.
     # Computation dtype: "float32" or "bfloat16" (parameters, optimizer state and the loss stay
@@ -118,7 +137,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         _positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "decoder_layers")
-        _one_of(self, "variant", GENERATOR_VARIANTS)
+        _one_of(self, "variant", _generator_variants())
         _one_of(self, "dtype", COMPUTE_DTYPES)
         if self.embed_dim % self.num_heads:
             raise ValueError(
@@ -158,13 +177,19 @@ class GROConfig:
 
     group_size: int = 20  # K: lists sampled per request.
     reward_weight: float = 0.01  # w_R: weight of the group-relative loss L_GRO.
-    supervised_weight: float = 1.0  # w_G: weight of the supervised first-step BCE L_sup.
+    supervised_weight: float = 1.0  # w_G: weight of the supervised term L_sup.
+    # L_sup, one of SUPERVISED_FORMS (maths in goalrank_jax/losses.py):
+    # "first_step_bce" = BCE of the first-step logits vs the candidate labels (steps 2..L get no
+    # supervision; the current default, kept for ablation); "every_step_bce" = teacher-forced on
+    # the logged list, BCE at every step over the candidates still available; "logged_nll" =
+    # NLL of the logged positives in shown order (teacher-forced positives first).
+    supervised_form: str = "first_step_bce"
     tau_ref: float = 1.0  # Temperature of the reference policy softmax(A / tau_ref).
     loss_form: str = "log_prob"  # "log_prob" (default) or "prob" (ablation).
     group_construction: str = "on_policy"  # "on_policy", "plackett_luce" or "mixed".
     sample_temperature: float = 1.0  # Temperature of on-policy group sampling.
-    # "mixed": these policies fill the first len(auxiliary) of the K slots, in this order.
-    auxiliary: tuple[str, ...] = ("logged", "retriever", "reward_greedy", "uniform")
+    # "mixed": these reference policies fill the first len(auxiliary) of the K slots, in order.
+    auxiliary: tuple[str, ...] = ("logged", "retriever", "reward_model_greedy", "random")
 
     def validate(self) -> None:
         if self.group_size < 2:
@@ -177,12 +202,13 @@ class GROConfig:
         if self.reward_weight == 0 and self.supervised_weight == 0:
             raise ValueError("GROConfig.reward_weight and supervised_weight cannot both be 0.")
         _one_of(self, "loss_form", LOSS_FORMS)
+        _one_of(self, "supervised_form", SUPERVISED_FORMS)
         _one_of(self, "group_construction", GROUP_CONSTRUCTIONS)
         for name in self.auxiliary:
             if name not in AUXILIARY_POLICIES:
                 raise ValueError(
                     f"GROConfig.auxiliary has unknown policy {name!r}; allowed: "
-                    f"{AUXILIARY_POLICIES}"
+                    f"{AUXILIARY_POLICIES}{reference_policies.auxiliary_hint(name)}"
                 )
         if self.group_construction == "mixed" and len(self.auxiliary) >= self.group_size:
             raise ValueError(
@@ -195,16 +221,23 @@ class GROConfig:
 class StageConfig:
     """One training stage (reward model or generator)."""
 
-    num_steps: int = 1000
+    num_steps: int = 1000  # The budget in steps (unless num_epochs > 0).
+    # > 0: the budget in epochs of the train split instead, num_steps = ceil(num_epochs x train
+    # requests / batch_size) (resolved by goalrank_jax/stages.py when the stage starts).
+    num_epochs: float = 0.0
     batch_size: int = 128  # Global batch; must be divisible by the number of devices.
     log_every: int = 50
     eval_every: int = 500  # Validation evaluation interval (0 = only at the end).
+    eval_every_epochs: float = 0.0  # > 0: evaluate every this many epochs instead.
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     # Model selection: a validation metric logged by the stage's evaluation (e.g.
     # "validation/goalrank/N@6"); the stage returns the state of its best evaluation (highest
     # value) instead of the last one. "" = the last state.
     select_metric: str = ""
+    # Early stopping (needs select_metric): stop after this many evaluations in a row without a
+    # new best select_metric; the stage then returns its best state. 0 = train the whole budget.
+    patience: int = 0
     # Stop the stage (exit code 3, latest checkpoint = last good state) after this many
     # consecutive steps with a non-finite loss or skipped (non-finite-gradient) update; 0 = never.
     # Checked whenever metrics are fetched (every log_every steps and at checkpoints), so the stop
@@ -215,7 +248,13 @@ class StageConfig:
     def validate(self) -> None:
         _positive(self, "num_steps", "batch_size", "log_every", "checkpoint_every")
         _positive(self, "keep_checkpoints")
-        _non_negative(self, "eval_every", "max_nonfinite_steps")
+        _non_negative(self, "eval_every", "max_nonfinite_steps", "patience")
+        _non_negative(self, "num_epochs", "eval_every_epochs")
+        if self.patience and not self.select_metric:
+            raise ValueError(
+                f"StageConfig.patience ({self.patience}) needs select_metric: early stopping "
+                "watches the validation metric that model selection maximises."
+            )
         self.optim.validate()
 
 
@@ -332,7 +371,12 @@ class ExperimentConfig:
         self.mesh.validate(num_devices)
 
 
-def _build(cls: type, values: Mapping[str, Any], path: str) -> Any:
+def build_dataclass(cls: type, values: Mapping[str, Any], path: str) -> Any:
+    """Builds dataclass ``cls`` from a nested mapping, recursing into dataclass fields.
+
+    Raises ValueError on an unknown field, a non-mapping value for a dataclass field or a
+    scalar of the wrong type; ``path`` (e.g. "compare.") prefixes field names in messages.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -344,7 +388,7 @@ def _build(cls: type, values: Mapping[str, Any], path: str) -> Any:
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
                 raise ValueError(f"Config field {path}{key} must be a group of fields.")
-            kwargs[key] = _build(hint, value, f"{path}{key}.")
+            kwargs[key] = build_dataclass(hint, value, f"{path}{key}.")
         elif typing.get_origin(hint) is tuple:
             kwargs[key] = tuple(value)
         else:
@@ -367,7 +411,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 def from_config_dict(config: Any, num_devices: int = 1) -> ExperimentConfig:
     """ConfigDict (or nested mapping) -> validated, frozen :class:`ExperimentConfig`."""
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    experiment = _build(ExperimentConfig, values, "")
+    experiment = build_dataclass(ExperimentConfig, values, "")
     experiment.validate(num_devices)
     return experiment
 

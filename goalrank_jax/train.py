@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -44,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from goalrank_jax import checkpointing, sharding
+from goalrank_jax import checkpointing, selection, sharding
 from goalrank_jax.metric_writer import MetricWriter
 
 
@@ -153,127 +152,193 @@ def train_stage(
       TrainingInterrupted: SIGTERM arrived; the checkpoint of the step reached is saved.
       NonFiniteTrainingError: ``max_nonfinite_steps`` consecutive non-finite steps.
     """
-    from goalrank_jax.data import pipeline
+    loop = _StageLoop(name, workdir, dataset, stage_config, writer, log_fn, eval_fn, config_path)
+    state, finished = loop.restore(state)
+    if not finished:
+        state = loop.run(state, step_fn, base_key, mesh)
+    return selection.selected(state, loop.best_ckpt, loop.select, name, log_fn)
 
-    num_steps = stage_config.num_steps
-    ckpt = checkpointing.Checkpointer(
-        os.path.join(workdir, name, "checkpoints"), stage_config.keep_checkpoints
-    )
-    select = stage_config.select_metric
-    best_ckpt = (
-        checkpointing.Checkpointer(os.path.join(workdir, name, "best"), max_to_keep=1)
-        if select
-        else None
-    )
-    iterator = pipeline.train_iterator(dataset)
-    start_step, skipped_total = 0, 0
-    latest = ckpt.latest_step()
-    if latest is not None:
+
+class _StageLoop:
+    """The state of one stage's loop: checkpointers, data iterator, counters, metric window."""
+
+    def __init__(self, name, workdir, dataset, stage_config, writer, log_fn, eval_fn, config_path):
+        from goalrank_jax.data import pipeline
+
+        self.name = name
+        self.config = stage_config
+        self.writer = writer
+        self.log_fn = log_fn
+        self.eval_fn = eval_fn
+        self.select = stage_config.select_metric
+        self.ckpt, self.best_ckpt = selection.checkpointers(name, workdir, stage_config)
+        self.iterator = pipeline.train_iterator(dataset)
+        self.start_step, self.skipped_total = 0, 0
+        self.nonfinite = _NonFiniteSteps(stage_config.max_nonfinite_steps)
+        self.limit_field = f"{config_path or name}.max_nonfinite_steps"
+        self.pending: list[dict] = []
+        self.window: list[dict] = []
+        self.window_start, self.window_steps = time.time(), 0
+        # Early stopping: evaluations since the last new best, and whether the stage stopped.
+        self.since_best, self.stopped_early = 0, False
+
+    def restore(self, state) -> tuple[Any, bool]:
+        """Restores the latest checkpoint into ``state`` if there is one: (state, finished)."""
+        latest = self.ckpt.latest_step()
+        if latest is None:
+            return state, False
         try:
-            state, data_state = ckpt.restore(latest, checkpointing.abstract_like(state))
+            state, data_state = self.ckpt.restore(latest, checkpointing.abstract_like(state))
         except checkpointing.CheckpointError:
-            ckpt.close()
+            self.ckpt.close()
             raise
         if "iterator" in data_state:
-            iterator.set_state(data_state["iterator"])
-        skipped_total = int(data_state.get("skipped_total", 0))
-        start_step = int(latest)
-        if start_step >= num_steps:
-            log_fn(f"[{name}] finished earlier at step {start_step}; restored, skipping")
-            ckpt.close()
-            return _selected(state, best_ckpt, select, name, log_fn)
-        log_fn(f"[{name}] resuming from checkpoint at step {start_step}")
+            self.iterator.set_state(data_state["iterator"])
+        self.skipped_total = int(data_state.get("skipped_total", 0))
+        self.since_best = int(data_state.get("since_best", 0))
+        self.start_step = int(latest)
+        if data_state.get("stopped_early"):
+            self.log_fn(
+                f"[{self.name}] stopped early at step {self.start_step}; restored, skipping"
+            )
+            self.ckpt.close()
+            return state, True
+        if self.start_step >= self.config.num_steps:
+            self.log_fn(
+                f"[{self.name}] finished earlier at step {self.start_step}; restored, skipping"
+            )
+            self.ckpt.close()
+            return state, True
+        self.log_fn(f"[{self.name}] resuming from checkpoint at step {self.start_step}")
+        return state, False
 
-    nonfinite = _NonFiniteSteps(stage_config.max_nonfinite_steps)
-    limit_field = f"{config_path or name}.max_nonfinite_steps"
-    # An exception inside the loop still lets an in-flight asynchronous save finish and close,
-    # so the latest checkpoint on disk is always complete.
-    with _sigterm_requests() as stop_requested:
-        try:
-            log_fn(f"[{name}] training steps {start_step + 1}..{num_steps}")
-            pending: list[dict] = []
-            window: list[dict] = []
-            window_start, window_steps = time.time(), 0
-            for step in range(start_step, num_steps):
-                batch = sharding.put_local_batch(next(iterator), mesh)
-                state, metrics = step_fn(state, batch, base_key)
-                pending.append(metrics)
-                window_steps += 1
-                done = step + 1
-                final = done == num_steps
-                log_now = done % stage_config.log_every == 0 or final
-                save_now = done % stage_config.checkpoint_every == 0 or final
-                every = stage_config.eval_every
-                eval_now = eval_fn is not None and ((every and done % every == 0) or final)
-                stopping = _stop_agreed(stop_requested.is_set(), log_now or save_now)
-                if log_now or save_now or stopping:
-                    host = jax.device_get(pending)
-                    pending = []
-                    window.extend(host)
-                    skipped_total += sum(float(m.get("skipped", 0.0)) > 0 for m in host)
-                    if nonfinite.update(host, done - len(host) + 1):
-                        ckpt.wait()
-                        raise NonFiniteTrainingError(
-                            f"[{name}] the loss or gradients were non-finite for "
-                            f"{nonfinite.streak} consecutive steps ({nonfinite.first}..{done}); "
-                            f"stopping at {limit_field}={nonfinite.limit}. Their updates were "
-                            f"skipped; the latest checkpoint (step {ckpt.latest_step()}) in "
-                            f"{ckpt.directory} holds the last good state. Check the data or "
-                            "lower the learning rate, then rerun to resume from it."
+    def run(self, state, step_fn, base_key, mesh):
+        """Steps ``start_step + 1 .. num_steps`` with their logging, evaluation and saves."""
+        name, config = self.name, self.config
+        num_steps = config.num_steps
+        # An exception inside the loop still lets an in-flight asynchronous save finish and
+        # close, so the latest checkpoint on disk is always complete.
+        with _sigterm_requests() as stop_requested:
+            try:
+                self.log_fn(f"[{name}] training steps {self.start_step + 1}..{num_steps}")
+                self.window_start = time.time()
+                for step in range(self.start_step, num_steps):
+                    batch = sharding.put_local_batch(next(self.iterator), mesh)
+                    state, metrics = step_fn(state, batch, base_key)
+                    self.pending.append(metrics)
+                    self.window_steps += 1
+                    done = step + 1
+                    final = done == num_steps
+                    log_now = done % config.log_every == 0 or final
+                    save_now = done % config.checkpoint_every == 0 or final
+                    every = config.eval_every
+                    eval_now = self.eval_fn is not None and ((every and done % every == 0) or final)
+                    stopping = _stop_agreed(stop_requested.is_set(), log_now or save_now)
+                    if log_now or save_now or stopping:
+                        self._fetch(done)
+                    if log_now:
+                        self._log(done)
+                    if eval_now:
+                        self._evaluate(done, state)
+                    if save_now or stopping or self.stopped_early:
+                        self._save(done, state, final or self.stopped_early)
+                    if stopping:
+                        self.ckpt.wait()
+                        raise TrainingInterrupted(
+                            f"[{name}] SIGTERM received: stopped after step {done}/{num_steps}; "
+                            f"latest checkpoint: step {self.ckpt.latest_step()} in "
+                            f"{self.ckpt.directory}. Rerun the same command to resume."
                         )
-                if log_now:
-                    elapsed = time.time() - window_start
-                    rate = window_steps / max(elapsed, 1e-9)
-                    _log_window(
-                        name, done, window, rate, skipped_total, stage_config, writer, log_fn
-                    )
-                    window = []
-                    window_start, window_steps = time.time(), 0
-                if eval_now:
-                    eval_start = time.time()
-                    results = eval_fn(state)
-                    writer.write(done, results)
-                    if select:
-                        _update_best(best_ckpt, done, state, results, select, name, log_fn)
-                    log_fn(
-                        f"[{name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
-                        + " ".join(f"{k}={v:.4f}" for k, v in results.items())
-                    )
-                    window_start = time.time()
-                if save_now or stopping:
-                    if nonfinite.streak and not final:
-                        log_fn(f"[{name}] step {done} is non-finite: not checkpointed")
-                    elif not bool(_all_finite(state.params)):
-                        ckpt.wait()
-                        raise NonFiniteTrainingError(
-                            f"[{name}] the parameters are non-finite at step {done}; not "
-                            f"checkpointed. The latest checkpoint (step {ckpt.latest_step()}) "
-                            f"in {ckpt.directory} holds the last good state."
-                        )
-                    else:
-                        data_state = {
-                            "iterator": iterator.get_state(),
-                            "skipped_total": skipped_total,
-                        }
-                        ckpt.save(done, state, data_state)
-                if stopping:
-                    ckpt.wait()
+                    if self.stopped_early:
+                        break
+                # Arrived during the evaluation of the last step (every process has saved it).
+                if _stop_agreed(stop_requested.is_set(), True):
+                    self.ckpt.wait()
                     raise TrainingInterrupted(
-                        f"[{name}] SIGTERM received: stopped after step {done}/{num_steps}; "
-                        f"latest checkpoint: step {ckpt.latest_step()} in {ckpt.directory}. "
-                        "Rerun the same command to resume."
+                        f"[{name}] SIGTERM received: the stage finished at step {num_steps} "
+                        f"(checkpoint in {self.ckpt.directory}). Rerun the same command to resume."
                     )
-            # Arrived during the evaluation of the last step (every process has saved it).
-            if _stop_agreed(stop_requested.is_set(), True):
-                ckpt.wait()
-                raise TrainingInterrupted(
-                    f"[{name}] SIGTERM received: the stage finished at step {num_steps} "
-                    f"(checkpoint in {ckpt.directory}). Rerun the same command to resume."
+            finally:
+                self.ckpt.wait()
+                self.ckpt.close()
+        return state
+
+    def _fetch(self, done: int) -> None:
+        """Brings the pending per-step metrics to the host and applies the non-finite guard."""
+        host = jax.device_get(self.pending)
+        self.pending = []
+        self.window.extend(host)
+        self.skipped_total += sum(float(m.get("skipped", 0.0)) > 0 for m in host)
+        nonfinite = self.nonfinite
+        if nonfinite.update(host, done - len(host) + 1):
+            self.ckpt.wait()
+            raise NonFiniteTrainingError(
+                f"[{self.name}] the loss or gradients were non-finite for "
+                f"{nonfinite.streak} consecutive steps ({nonfinite.first}..{done}); "
+                f"stopping at {self.limit_field}={nonfinite.limit}. Their updates were "
+                f"skipped; the latest checkpoint (step {self.ckpt.latest_step()}) in "
+                f"{self.ckpt.directory} holds the last good state. Check the data or "
+                "lower the learning rate, then rerun to resume from it."
+            )
+
+    def _log(self, done: int) -> None:
+        elapsed = time.time() - self.window_start
+        rate = self.window_steps / max(elapsed, 1e-9)
+        _log_window(
+            self.name,
+            done,
+            self.window,
+            rate,
+            self.skipped_total,
+            self.config,
+            self.writer,
+            self.log_fn,
+        )
+        self.window = []
+        self.window_start, self.window_steps = time.time(), 0
+
+    def _evaluate(self, done: int, state) -> None:
+        eval_start = time.time()
+        results = self.eval_fn(state)
+        self.writer.write(done, results)
+        if self.select:
+            improved = selection.update_best(
+                self.best_ckpt, done, state, results, self.select, self.name, self.log_fn
+            )
+            self.since_best = 0 if improved else self.since_best + 1
+            patience = self.config.patience
+            if patience and self.since_best >= patience:
+                self.stopped_early = True
+                self.log_fn(
+                    f"[{self.name}] early stop at step {done}/{self.config.num_steps}: no new "
+                    f"best {self.select} in {patience} evaluations"
                 )
-        finally:
-            ckpt.wait()
-            ckpt.close()
-    return _selected(state, best_ckpt, select, name, log_fn)
+        self.log_fn(
+            f"[{self.name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
+            + " ".join(f"{k}={v:.4f}" for k, v in results.items())
+        )
+        self.window_start = time.time()
+
+    def _save(self, done: int, state, final: bool) -> None:
+        """Checkpoints step ``done`` unless it is non-finite (the final step always is saved:
+        skipped steps leave the parameters as they were)."""
+        if self.nonfinite.streak and not final:
+            self.log_fn(f"[{self.name}] step {done} is non-finite: not checkpointed")
+        elif not bool(_all_finite(state.params)):
+            self.ckpt.wait()
+            raise NonFiniteTrainingError(
+                f"[{self.name}] the parameters are non-finite at step {done}; not "
+                f"checkpointed. The latest checkpoint (step {self.ckpt.latest_step()}) "
+                f"in {self.ckpt.directory} holds the last good state."
+            )
+        else:
+            data_state = {
+                "iterator": self.iterator.get_state(),
+                "skipped_total": self.skipped_total,
+                "since_best": self.since_best,
+                "stopped_early": self.stopped_early,
+            }
+            self.ckpt.save(done, state, data_state)
 
 
 def _log_window(name, done, window, rate, skipped_total, stage_config, writer, log_fn) -> None:
@@ -298,36 +363,3 @@ def _log_window(name, done, window, rate, skipped_total, stage_config, writer, l
         f"{rate:.2f} steps/s {rate * batch_size:.0f} req/s "
         f"eta {format_duration((num_steps - done) / rate)} {shown}"
     )
-
-
-def _update_best(best_ckpt, step, state, results, metric, name, log_fn) -> None:
-    """Saves ``state`` as the stage's best when ``results[metric]`` beats the best so far."""
-    if metric not in results:
-        raise ValueError(
-            f"select_metric {metric!r} is not among the stage's validation metrics: "
-            f"{sorted(results)}"
-        )
-    value = float(results[metric])
-    latest = best_ckpt.latest_step()
-    if latest is not None:
-        best = best_ckpt.read_data(latest).get("value", -np.inf)
-        if not value > best:
-            return
-    best_ckpt.save(step, state, {"value": value, "metric": metric})
-    best_ckpt.wait()
-    log_fn(f"[{name}] new best {metric}={value:.4f} at step {step}")
-
-
-def _selected(state, best_ckpt, metric, name, log_fn):
-    """The best saved state of the stage (model selection), or ``state`` itself."""
-    if best_ckpt is None:
-        return state
-    try:
-        step = best_ckpt.latest_step()
-        if step is None:
-            return state
-        best, data = best_ckpt.restore(step, checkpointing.abstract_like(state))
-        log_fn(f"[{name}] selected the state of step {step}: {metric}={data['value']:.4f}")
-        return best
-    finally:
-        best_ckpt.close()

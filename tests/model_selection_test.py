@@ -1,5 +1,6 @@
 """Model selection in train_stage: the stage returns the state of its best validation metric,
-also when a finished stage is restored; an unknown metric is a clear error."""
+also when a finished stage is restored; an unknown metric is a clear error; early stopping on a
+scripted metric sequence, across a resume."""
 
 import dataclasses
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 from step_fixtures import random_batch
 
-from goalrank_jax import configs, sharding
+from goalrank_jax import configs, selection, sharding, stages
 from goalrank_jax.data import pipeline
 from goalrank_jax.metric_writer import MetricWriter
 from goalrank_jax.train import train_stage
@@ -22,7 +23,7 @@ def count_step(state, batch, key):
     return new, {"loss": state.params["w"]}
 
 
-def run_toy(workdir, select_metric, target=3.0):
+def run_toy(workdir, select_metric, target=3.0, num_steps=6, patience=0, score=None):
     raw = random_batch(batch_size=8)
     source = [{k: v[i] for k, v in raw.items()} for i in range(8)]
     mesh = sharding.make_mesh()
@@ -32,12 +33,13 @@ def run_toy(workdir, select_metric, target=3.0):
         opt_state={"m": jnp.zeros(())},
     )
     stage = configs.StageConfig(
-        num_steps=6,
+        num_steps=num_steps,
         batch_size=4,
         log_every=1,
         eval_every=1,
         checkpoint_every=2,
         select_metric=select_metric,
+        patience=patience,
     )
     logs = []
     writer = MetricWriter(str(workdir))
@@ -53,7 +55,11 @@ def run_toy(workdir, select_metric, target=3.0):
         writer=writer,
         log_fn=logs.append,
         # Peak at w = target: the best state is the one after `target` steps.
-        eval_fn=lambda s: {"validation/score": -((float(s.params["w"]) - target) ** 2)},
+        eval_fn=lambda s: {
+            "validation/score": score(float(s.params["w"]))
+            if score
+            else -((float(s.params["w"]) - target) ** 2)
+        },
     )
     writer.close()
     return out, logs
@@ -76,3 +82,55 @@ def test_without_selection_the_last_state_is_returned(tmp_path):
 def test_unknown_select_metric_is_named(tmp_path):
     with pytest.raises(ValueError, match="validation/nope"):
         run_toy(tmp_path, "validation/nope")
+
+
+# Validation metric after each step (w = step): best at step 2, then three evaluations
+# without a new best (0.2, 0.25, 0.28 < 0.3), then a better one that patience 3 never reaches.
+SCRIPTED = {1.0: 0.1, 2.0: 0.3, 3.0: 0.2, 4.0: 0.25, 5.0: 0.28, 6.0: 0.9, 7.0: 0.95}
+
+
+def test_early_stopping_stops_after_patience_evaluations_and_selects_the_best(tmp_path):
+    out, logs = run_toy(
+        tmp_path, "validation/score", num_steps=7, patience=3, score=SCRIPTED.__getitem__
+    )
+    assert float(out.params["w"]) == 2.0 and int(out.step) == 2
+    assert any("early stop at step 5/7" in line for line in logs)
+    config = configs.StageConfig(num_steps=7, select_metric="validation/score", patience=3)
+    record = selection.stage_record("toy", str(tmp_path), config)
+    assert record == {
+        "steps": 5,
+        "stopped_early": True,
+        "selected_step": 2,
+        "selected_value": 0.3,
+    }
+    # A rerun restores the stopped stage instead of training on to step 7.
+    again, logs = run_toy(
+        tmp_path, "validation/score", num_steps=7, patience=3, score=SCRIPTED.__getitem__
+    )
+    assert any("stopped early at step 5" in line for line in logs)
+    assert float(again.params["w"]) == 2.0
+
+
+def test_early_stopping_counter_survives_a_resume(tmp_path):
+    # Four steps: evaluations 3 and 4 bring no new best (count 2), then the stage finishes.
+    run_toy(tmp_path, "validation/score", num_steps=4, patience=3, score=SCRIPTED.__getitem__)
+    # Resumed with a larger budget: step 5 is the third evaluation without a new best.
+    out, logs = run_toy(
+        tmp_path, "validation/score", num_steps=7, patience=3, score=SCRIPTED.__getitem__
+    )
+    assert any("resuming from checkpoint at step 4" in line for line in logs)
+    assert any("early stop at step 5/7" in line for line in logs)
+    assert float(out.params["w"]) == 2.0
+
+
+def test_patience_needs_a_select_metric():
+    with pytest.raises(ValueError, match="patience"):
+        configs.StageConfig(patience=2).validate()
+
+
+def test_budget_in_epochs_is_resolved_to_steps():
+    config = configs.StageConfig(batch_size=32, num_epochs=2.5, eval_every_epochs=0.5)
+    resolved = stages.resolve_budget(config, train_requests=1000)
+    # 2.5 epochs of 1000 requests at 32 per step: ceil(78.125) steps; evaluations every 15.625.
+    assert resolved.num_steps == 79 and resolved.eval_every == 16
+    assert stages.resolve_budget(configs.StageConfig(), 1000) == configs.StageConfig()

@@ -1,0 +1,127 @@
+"""Does GRO reach its evaluator's best list? Trains GRO variants against one frozen reward model
+and prints one JSON line per variant with the diagnosis command's figures.
+
+    python benchmarks/gro_variants.py --workdir=runs/gro_variants [--dataset=ml100k \
+        --manual_dir=DIR] [--only=NAME,NAME] [--extra=--config.train.num_steps=3000]
+
+The first run (``base``) prepares the data and trains the reward model of
+``experiments/goalrank.py``; every variant copies that finished reward-model stage, so all
+variants optimise against the same evaluator, and trains only its generator with pure GRO
+(w_G = 0, w_R = 1) and the fast generator unless the variant says otherwise. Each variant is then
+measured by ``python -m goalrank_jax.diagnose`` on the validation split (to choose defaults) and on
+the test split (to report). Finished variants are skipped on a rerun (their JSON is cached in
+``<workdir>/<variant>/diagnose_<split>.json``). The JSON lines go to stdout and to
+``<workdir>/variants.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+# Every variant starts from these: pure GRO, fast generator, the run's default budget.
+COMMON = (
+    "--config.gro.supervised_weight=0",
+    "--config.gro.reward_weight=1",
+    "--config.generator.variant=fast",
+)
+
+# name -> overrides on top of COMMON (later flags win).
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "lr1e-2": ("--config.train.optim.learning_rate=1e-2",),
+    "k20": ("--config.gro.group_size=20",),
+    "tau0.3": ("--config.gro.tau_ref=0.3",),
+    "mixed": ("--config.gro.group_construction=mixed",),
+    "d64": ("--config.generator.embed_dim=64", "--config.generator.ff_dim=128"),
+    "mixed_d64": (
+        "--config.gro.group_construction=mixed",
+        "--config.generator.embed_dim=64",
+        "--config.generator.ff_dim=128",
+    ),
+}
+
+
+def _run(command: list[str], log_path: str) -> None:
+    with open(log_path, "a") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}; see {log_path}")
+
+
+def _diagnose(workdir: str, split: str, log_path: str) -> dict:
+    path = os.path.join(workdir, f"diagnose_{split}.json")
+    if not os.path.exists(path):
+        command = [sys.executable, "-m", "goalrank_jax.diagnose", f"--workdir={workdir}"]
+        with open(path + ".tmp", "w") as out, open(log_path, "a") as log:
+            done = subprocess.run(command + [f"--split={split}"], stdout=out, stderr=log)
+        if done.returncode:
+            raise SystemExit(f"diagnose failed on {workdir}; see {log_path}")
+        os.replace(path + ".tmp", path)
+    with open(path) as f:
+        return json.load(f)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--manual_dir", default="", help="Raw files of a real dataset.")
+    parser.add_argument("--only", default="", help="Comma-separated variant names (default all).")
+    parser.add_argument(
+        "--extra", action="append", default=[], help="More --config overrides for every run."
+    )
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    config = "experiments/goalrank.py" + (f":dataset={args.dataset}" if args.dataset else "")
+    base = [sys.executable, "-m", "goalrank_jax.main", f"--config={config}"]
+    if args.manual_dir:
+        base.append(f"--config.data.manual_dir={args.manual_dir}")
+    os.makedirs(args.workdir, exist_ok=True)
+    log_path = os.path.join(args.workdir, "log.txt")
+    base_dir = os.path.join(args.workdir, "base")
+    data_dir = os.path.join(base_dir, "tfds")
+    # The base run: data and reward model (one generator step, its result is not used).
+    _run(base + [f"--workdir={base_dir}", "--config.train.num_steps=1", *args.extra], log_path)
+    for name in names:
+        start = time.time()
+        run_dir = os.path.join(args.workdir, name)
+        if not os.path.exists(os.path.join(run_dir, "reward_model")):
+            os.makedirs(run_dir, exist_ok=True)
+            # Copy then rename: an interrupted copy never looks like a finished stage.
+            shutil.copytree(os.path.join(base_dir, "reward_model"), run_dir + "/rm.copying")
+            os.replace(run_dir + "/rm.copying", os.path.join(run_dir, "reward_model"))
+        overrides = [*COMMON, *VARIANTS[name], *args.extra]
+        command = base + [f"--workdir={run_dir}", f"--config.data.data_dir={data_dir}"]
+        _run(command + overrides, log_path)
+        row = {"variant": name, "overrides": list(VARIANTS[name]), "extra": args.extra}
+        for split in ("validation", "test"):
+            d = _diagnose(run_dir, split, log_path)
+            row[split] = {
+                k: d[k]
+                for k in d
+                if k.startswith(("gro_progress", "policy_entropy", "N@", "rm_", "uniform"))
+            }
+            row[split]["rm_reward"] = d["rm_reward"]
+        with open(os.path.join(run_dir, "results.json")) as f:
+            results = json.load(f)
+        row["generator_epochs"] = results.get("stages/generator/epochs")
+        row["seconds"] = time.time() - start
+        line = json.dumps(row)
+        print(line, flush=True)
+        with open(os.path.join(args.workdir, "variants.jsonl"), "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

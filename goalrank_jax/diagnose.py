@@ -1,0 +1,259 @@
+"""Did each stage of a finished run do its job? One JSON object on stdout.
+
+    python -m goalrank_jax.diagnose --workdir=runs/goalrank [--split=test] [--max_examples=N]
+
+Restores the reward model and the generator of a finished ``goalrank_jax.main`` run (the states
+the run evaluated: the selected ones under ``select_metric``) and measures, on ``--split``:
+
+* ``rm_reward``: the frozen reward model's mean list reward of uniformly random lists, of the
+  generator's greedy list, of the generator's sampled lists (``--num_samples`` per request) and
+  of the evaluator's own greedy list (for a pointwise evaluator, the exact argmax of its reward);
+* ``gro_progress`` = (greedy - random) / (evaluator greedy - random): the share of the gap from
+  random lists to the evaluator's best list that the generator's greedy list closes (1 = it
+  found the evaluator's best lists); ``gro_progress_sampled`` the same for sampled lists;
+* ``policy_entropy``: the mean per-step entropy (nats) of the policy along its sampled lists,
+  beside ``uniform_entropy``, that of a uniform choice among the remaining candidates;
+* ``N@L_greedy`` and ``N@L_first_step_sort``: N@L on logged labels of the autoregressive greedy
+  list and of the sort of the generator's first-step scores;
+* ``rm_validation_auc``: the reward model's per-request candidate AUC on the validation split;
+* ``rm_true_spearman`` (synthetic data only): the mean within-request Spearman correlation of
+  the reward model's candidate scores with the true relevance logits (``null`` on real data).
+
+Exit code 2 when the workdir holds no finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from scipy import stats
+
+from goalrank_jax import configs, metrics, policies, run, sampling, sharding, stages
+from goalrank_jax.checkpointing import CheckpointError
+from goalrank_jax.data import pipeline
+
+WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished goalrank_jax.main run.")
+SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split measured.")
+MAX_EXAMPLES = flags.DEFINE_integer(
+    "max_examples", 0, "Requests of the split used (0 = the run's eval.max_examples)."
+)
+NUM_SAMPLES = flags.DEFINE_integer(
+    "num_samples", 0, "Sampled lists per request (0 = the run's gro.group_size)."
+)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of the random and sampled lists.")
+
+
+def load_config(workdir: str) -> configs.ExperimentConfig:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path} does not exist: {workdir} holds no goalrank_jax run.")
+    with open(path) as f:
+        return configs.from_config_dict(json.load(f))
+
+
+def rank_correlation(scores: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> float:
+    """Mean over requests of the Spearman correlation of ``scores`` with ``truth`` among the
+    ``keep`` candidates ([R, N] each; requests with fewer than 3 kept candidates are left out;
+    ties get their mean rank)."""
+
+    values = []
+    for s, t, k in zip(scores, truth, keep, strict=True):
+        if k.sum() < 3:
+            continue
+        rs, rt = stats.rankdata(s[k]), stats.rankdata(t[k])
+        rs, rt = rs - rs.mean(), rt - rt.mean()
+        denom = np.sqrt((rs**2).sum() * (rt**2).sum())
+        if denom > 0:
+            values.append(float((rs * rt).sum() / denom))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _step_entropy(policy, params, batch, lists):
+    """Mean per-step entropy of ``policy`` along ``lists`` [B, K, L] and that of a uniform
+    choice among the remaining valid candidates: two [B] arrays."""
+    mask = batch["cand_mask"]
+    if policy.plackett_luce:
+        scores = policy.first_step_logits(params, batch)
+        logits = jnp.broadcast_to(scores[:, None, None, :], lists.shape + scores.shape[-1:])
+    else:
+        logits = policy.module.apply(params, batch, lists, True, method="list_logits")
+    chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
+    masked = sampling.mask_logits(logits, mask, chosen)
+    log_p = jax.nn.log_softmax(masked, axis=-1)
+    entropy = -(jnp.exp(log_p) * log_p).sum(-1).mean((1, 2))
+    remaining = (mask[:, None, None, :] & (chosen == 0)).sum(-1)
+    uniform = jnp.log(jnp.maximum(remaining, 1)).mean((1, 2))
+    return entropy, uniform
+
+
+def batch_measures(gen_params, rm_params, batch, key, *, policy, evaluator, list_len, samples):
+    """Per-request measures of one batch: dict name -> [B]."""
+    mask = batch["cand_mask"]
+    k_random, k_sample = jax.random.split(key)
+    random_lists = policies.uniform_lists(mask, list_len, k_random, samples)
+    greedy = policy.greedy(gen_params, batch)
+    sampled = policy.sample(gen_params, batch, k_sample, samples)
+    best = evaluator.greedy(rm_params, batch, list_len)
+    first = policy.first_step_logits(gen_params, batch)
+    first_sort = jax.lax.top_k(sampling.mask_logits(first, mask, jnp.zeros_like(mask)), list_len)
+    entropy, uniform = _step_entropy(policy, gen_params, batch, sampled)
+    labels = batch["cand_labels"]
+    values_greedy, eligible = metrics.per_request_metrics(greedy, labels, mask)
+    values_sort, _ = metrics.per_request_metrics(first_sort[1].astype(jnp.int32), labels, mask)
+    ndcg = f"N@{list_len}"
+
+    def reward(lists):
+        return evaluator.list_rewards(rm_params, batch, lists).mean(-1)
+
+    return {
+        "random": reward(random_lists),
+        "generator_greedy": reward(greedy[:, None]),
+        "generator_samples": reward(sampled),
+        "evaluator_greedy": reward(best[:, None]),
+        "policy_entropy": entropy,
+        "uniform_entropy": uniform,
+        f"{ndcg}_greedy": jnp.where(eligible[ndcg], values_greedy[ndcg], jnp.nan),
+        f"{ndcg}_first_step_sort": jnp.where(eligible[ndcg], values_sort[ndcg], jnp.nan),
+    }
+
+
+def _gather(fn, batches) -> dict[str, np.ndarray]:
+    """Runs ``fn(batch) -> {name: [B]}`` over ``batches``; concatenates the unpadded rows."""
+    rows: dict[str, list] = {}
+    for batch in batches:
+        keep = np.asarray(batch["example_mask"])
+        for name, value in jax.device_get(fn(batch)).items():
+            rows.setdefault(name, []).append(np.asarray(value)[keep])
+    return {name: np.concatenate(parts) for name, parts in rows.items()}
+
+
+def _progress(rewards: dict[str, float], name: str) -> float:
+    gap = rewards["evaluator_greedy"] - rewards["random"]
+    return float((rewards[name] - rewards["random"]) / gap) if gap else float("nan")
+
+
+def reward_model_measures(config, dataset, evaluator, rm_params, max_examples) -> dict:
+    """Validation AUC of the reward model's candidate scores; on synthetic data the mean
+    within-request Spearman correlation with the true relevance logits on the test split."""
+    scores_fn = jax.jit(evaluator.candidate_scores)
+
+    def validation(batch):
+        scores = scores_fn(rm_params, batch)
+        values, eligible = metrics.per_request_metrics(
+            jnp.zeros((scores.shape[0], dataset.list_len), jnp.int32),
+            batch["cand_labels"],
+            batch["cand_mask"],
+            scores,
+        )
+        return {"auc": jnp.where(eligible["AUC"], values["AUC"], jnp.nan)}
+
+    batches = pipeline.eval_batches(
+        dataset.sources["validation"], config.eval.batch_size, max_examples
+    )
+    out = {"rm_validation_auc": float(np.nanmean(_gather(validation, batches)["auc"]))}
+    out["rm_true_spearman"] = None
+    if dataset.has_true_model:
+        rows = _gather(
+            lambda b: {
+                "scores": scores_fn(rm_params, b),
+                "truth": b["cand_true_logit"],
+                "valid": b["cand_mask"],
+            },
+            pipeline.eval_batches(dataset.sources["test"], config.eval.batch_size, max_examples),
+        )
+        out["rm_true_spearman"] = rank_correlation(rows["scores"], rows["truth"], rows["valid"])
+    return out
+
+
+def diagnose(workdir: str, split="test", max_examples=0, num_samples=0, seed=0, log_fn=None):
+    """The measures of the module docstring for the finished run in ``workdir``."""
+    log_fn = log_fn or (lambda message: print(message, file=sys.stderr, flush=True))
+    config = load_config(workdir)
+    dataset = run.prepare_data(config, workdir, log_fn)
+    mesh = sharding.mesh_from_config(config.mesh)
+    max_examples = max_examples or config.eval.max_examples
+    samples = num_samples or config.gro.group_size
+    with jax.set_mesh(mesh):
+        context = run.stage_context(config, dataset, workdir, mesh, None, log_fn)
+        evaluator = run.reward_model_evaluator(
+            config.reward_model.kind, config.reward_model.model, dataset
+        )
+        policy = run.generator_policy(config, dataset)
+        rm_state = stages.restore(context, run.reward_model_stage(config, evaluator, context))
+        gen_state = stages.restore(
+            context, run.generator_stage(config, policy, evaluator, context, rm_state.params)
+        )
+        gen_params, rm_params = sharding.put_replicated(
+            (gen_state.params, gen_state.reward_params), mesh
+        )
+        measure = jax.jit(
+            lambda g, r, b, k: batch_measures(
+                g,
+                r,
+                b,
+                k,
+                policy=policy,
+                evaluator=evaluator,
+                list_len=dataset.list_len,
+                samples=samples,
+            )
+        )
+        key = jax.random.key(seed)
+        counter = iter(range(1 << 30))
+        rows = _gather(
+            lambda b: measure(gen_params, rm_params, b, jax.random.fold_in(key, next(counter))),
+            pipeline.eval_batches(dataset.sources[split], config.eval.batch_size, max_examples),
+        )
+        rm = reward_model_measures(config, dataset, evaluator, rm_params, max_examples)
+    rewards = {
+        name: float(np.mean(rows[name]))
+        for name in ("random", "generator_greedy", "generator_samples", "evaluator_greedy")
+    }
+    ndcg = f"N@{dataset.list_len}"
+    return {
+        "workdir": workdir,
+        "split": split,
+        "requests": int(len(rows["random"])),
+        "dataset": config.data.dataset,
+        "reward_model_kind": config.reward_model.kind,
+        "generator": f"{config.generator.variant} D={config.generator.embed_dim}",
+        "group_construction": config.gro.group_construction,
+        "num_samples": samples,
+        "rm_reward": rewards,
+        "gro_progress": _progress(rewards, "generator_greedy"),
+        "gro_progress_sampled": _progress(rewards, "generator_samples"),
+        "policy_entropy": float(np.mean(rows["policy_entropy"])),
+        "uniform_entropy": float(np.mean(rows["uniform_entropy"])),
+        f"{ndcg}_greedy": float(np.nanmean(rows[f"{ndcg}_greedy"])),
+        f"{ndcg}_first_step_sort": float(np.nanmean(rows[f"{ndcg}_first_step_sort"])),
+        **rm,
+        "stage_steps": {
+            "reward_model": int(rm_state.step),
+            "generator": int(gen_state.step),
+        },
+    }
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        out = diagnose(
+            WORKDIR.value, SPLIT.value, MAX_EXAMPLES.value, NUM_SAMPLES.value, SEED.value
+        )
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("workdir")
+    app.run(main)
