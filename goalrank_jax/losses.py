@@ -8,6 +8,11 @@ Per request with a group of K lists and frozen rewards r_1..r_K:
     L_GRO    = - sum_k pi_ref_k * pi_theta(l_k | u)                (loss_form="prob", ablation)
 
 The reference policy is a constant (no gradient flows into the rewards).
+
+The supervised term L_sup on the logged labels y [B, N] comes in three forms
+(``GROConfig.supervised_form``): :func:`supervised_bce` of the first-step logits (steps 2..L
+unsupervised, kept for ablation), :func:`every_step_bce` along the teacher-forced logged list and
+:func:`logged_nll` of the logged positives in their shown order.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+
+from goalrank_jax import sampling
 
 GROUP_STD_EPS = 1e-6
 
@@ -76,6 +83,98 @@ def supervised_bce(
     mask = cand_mask.astype(logits.dtype)
     per_request = (per_cand * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
     return weighted_mean(per_request, weights)
+
+
+def available_candidates(lists: jnp.ndarray, cand_mask: jnp.ndarray) -> jnp.ndarray:
+    """lists [B, L], cand_mask [B, N] -> [B, L, N] bool: row t marks the valid candidates not
+    among lists[:, :t] (those that step t of a list decoded along ``lists`` may still pick)."""
+    chosen = sampling.prefix_multi_hot(lists, cand_mask.shape[-1])
+    return jnp.logical_and(cand_mask[:, None, :], chosen == 0)
+
+
+def every_step_bce(
+    step_logits: jnp.ndarray,
+    lists: jnp.ndarray,
+    labels: jnp.ndarray,
+    cand_mask: jnp.ndarray,
+    weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """Pointwise BCE at every decoding step of a teacher-forced list (the logged list).
+
+    With z_t [N] the step-t logits conditioned on lists[:t] and the available set
+    A_t = {n : cand_mask_n and n not in lists[:t]}:
+
+        l_t       = sum_{n in A_t} BCE(z_t[n], y_n) / max(|A_t|, 1)
+        per_req   = (1 / L) sum_{t=0}^{L-1} l_t
+        L_sup     = sum_b w_b per_req_b / max(sum_b w_b, 1)      (w = 1 when weights is None)
+
+    Step 0 is :func:`supervised_bce` of the first-step logits; a step with no available
+    candidate contributes 0 (and still counts in the 1 / L).
+
+    Args:
+      step_logits: [B, L, N] teacher-forced logits (step t conditioned on lists[:, :t]).
+      lists: [B, L] int32 the teacher-forced list.
+      labels: [B, N] candidate labels y in [0, 1].
+      cand_mask: [B, N] bool, False for padded candidates (never enter the loss).
+      weights: [B] request weights (e.g. 0 for padding); None = all ones.
+    """
+    available = available_candidates(lists, cand_mask)
+    targets = jnp.broadcast_to(labels[:, None, :], step_logits.shape).astype(step_logits.dtype)
+    per_cand = optax.sigmoid_binary_cross_entropy(step_logits, targets)
+    per_cand = jnp.where(available, per_cand, 0.0)
+    count = available.sum(-1).astype(step_logits.dtype)
+    per_step = per_cand.sum(-1) / jnp.maximum(count, 1.0)
+    return weighted_mean(per_step.mean(-1), weights)
+
+
+def _positive_steps(lists, labels, cand_mask) -> jnp.ndarray:
+    """[B, L] bool: the item at step t is a valid candidate with label > 0."""
+    positive = jnp.logical_and(labels > 0, cand_mask)
+    return jnp.take_along_axis(positive, lists, axis=-1)
+
+
+def positives_first(lists: jnp.ndarray, labels: jnp.ndarray, cand_mask: jnp.ndarray):
+    """lists [B, L] -> [B, L] the same items, the positives (valid, label > 0) first, then the
+    others, each group in its original (shown) order."""
+    order = jnp.argsort(~_positive_steps(lists, labels, cand_mask), axis=-1, stable=True)
+    return jnp.take_along_axis(lists, order, axis=-1)
+
+
+def logged_nll(
+    step_logits: jnp.ndarray,
+    lists: jnp.ndarray,
+    labels: jnp.ndarray,
+    cand_mask: jnp.ndarray,
+    weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """Negative log-likelihood of the positive items of a teacher-forced list.
+
+    ``lists`` is the logged list reordered by :func:`positives_first`, so its P_b positive items
+    come first in their shown order and the negatives after them. With z_t the step-t logits
+    and p_t = log_softmax(mask_logits(z_t, cand_mask, lists[:t]))[lists_t]:
+
+        per_req_b = - sum_{t : y_{lists_t} > 0} p_t / max(P_b, 1)
+        L_sup     = sum_b w_b [P_b > 0] per_req_b / max(sum_b w_b [P_b > 0], 1)
+
+    i.e. -log pi(positives in shown order | u) per positive; the negatives' steps carry no loss
+    and requests without a positive are excluded from the mean (0 if no request has one).
+
+    Args:
+      step_logits: [B, L, N] teacher-forced logits (step t conditioned on lists[:, :t]).
+      lists: [B, L] int32 the teacher-forced list (positives first).
+      labels: [B, N] candidate labels; positive = label > 0 on a valid candidate.
+      cand_mask: [B, N] bool, False for padded candidates (masked out of every softmax).
+      weights: [B] request weights (e.g. 0 for padding); None = all ones.
+    """
+    chosen = sampling.prefix_multi_hot(lists, cand_mask.shape[-1])
+    log_probs = jax.nn.log_softmax(sampling.mask_logits(step_logits, cand_mask, chosen), -1)
+    picked = jnp.take_along_axis(log_probs, lists[..., None], axis=-1)[..., 0]
+    positive = _positive_steps(lists, labels, cand_mask)
+    num_positive = positive.sum(-1).astype(picked.dtype)
+    per_request = -jnp.where(positive, picked, 0.0).sum(-1) / jnp.maximum(num_positive, 1.0)
+    has_positive = (num_positive > 0).astype(picked.dtype)
+    request_weights = has_positive if weights is None else has_positive * weights
+    return weighted_mean(per_request, request_weights)
 
 
 def weighted_mean(values: jnp.ndarray, weights: jnp.ndarray | None) -> jnp.ndarray:

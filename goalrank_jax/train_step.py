@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from goalrank_jax import losses, policies
+from goalrank_jax import losses, policies, sampling
 from goalrank_jax.models import reward_model as rm
 
 
@@ -81,6 +81,77 @@ def apply_gradients(state: TrainState, grads, optimizer) -> tuple[TrainState, di
     return new_state, metrics
 
 
+def teacher_list(supervised_form: str, batch: dict, list_len: int) -> jnp.ndarray:
+    """[B, L] the list L_sup teacher-forces: the logged list in shown order, for "logged_nll"
+    with its positives moved first (each group keeping the shown order)."""
+    logged = policies.logged_list(batch, list_len)
+    if supervised_form == "logged_nll":
+        return losses.positives_first(logged, batch["cand_labels"], batch["cand_mask"])
+    return logged
+
+
+def group_and_teacher_logits(
+    policy: policies.GeneratorPolicy, params, batch: dict, lists, teacher, dropout_key=None
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(log pi(lists) [B, K], teacher-forced logits of ``teacher`` [B, L, N]) in one pass.
+
+    The autoregressive generator scores ``teacher`` as list K+1 of the group's teacher-forced
+    pass (same dropout key, the candidate encoding shared): (K+1)/K of the group pass's cost
+    instead of a second pass. The Plackett-Luce policy's step logits are its first-step scores
+    at every step (the prefix only enters through the mask), so they cost nothing extra.
+    """
+    if policy.plackett_luce:
+        log_probs, scores = policy.log_prob_and_first_logits(params, batch, lists, dropout_key)
+        return log_probs, jnp.broadcast_to(scores[:, None, :], teacher.shape + scores.shape[-1:])
+    deterministic = dropout_key is None
+    rngs = None if deterministic else {"dropout": dropout_key}
+    mask = batch["cand_mask"]
+    both = jnp.concatenate([lists, teacher[:, None, :]], axis=1)
+    logits = policy.module.apply(
+        params, batch, both, deterministic, method="list_logits", rngs=rngs
+    )
+    group_logits = logits[:, :-1]
+    chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
+    log_probs = sampling.log_prob_from_logits(
+        sampling.mask_logits(group_logits, mask, chosen), lists
+    )
+    return log_probs, logits[:, -1]
+
+
+def supervised_loss(
+    supervised_form: str,
+    policy: policies.GeneratorPolicy,
+    params,
+    batch: dict,
+    lists,
+    dropout_key=None,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(log pi(lists) [B, K], L_sup) from one differentiable pass of the policy.
+
+    "first_step_bce": BCE of the first-step logits (:func:`losses.supervised_bce`);
+    "every_step_bce" / "logged_nll": :func:`losses.every_step_bce` / :func:`losses.logged_nll`
+    of the logits along :func:`teacher_list`, scored in the group's pass
+    (:func:`group_and_teacher_logits`).
+    """
+    labels, mask = batch["cand_labels"], batch["cand_mask"]
+    if supervised_form == "first_step_bce":
+        log_probs, first_logits = policy.log_prob_and_first_logits(
+            params, batch, lists, dropout_key
+        )
+        return log_probs, losses.supervised_bce(first_logits, labels, mask)
+    if supervised_form == "every_step_bce":
+        loss = losses.every_step_bce
+    elif supervised_form == "logged_nll":
+        loss = losses.logged_nll
+    else:
+        raise ValueError(f"Unknown supervised_form {supervised_form!r}.")
+    teacher = teacher_list(supervised_form, batch, policy.list_len)
+    log_probs, step_logits = group_and_teacher_logits(
+        policy, params, batch, lists, teacher, dropout_key
+    )
+    return log_probs, loss(step_logits, teacher, labels, mask)
+
+
 def goalrank_train_step(
     state: TrainState,
     batch: dict,
@@ -96,7 +167,8 @@ def goalrank_train_step(
     1. K lists per request: sampled from the current policy (no gradient), or for the mixed
        construction the auxiliary lists first and sampled lists in the remaining slots.
     2. r [B, K] from the frozen evaluator; pi_ref = softmax(z-score(r) / tau_ref).
-    3. loss = w_R * L_GRO(log pi_theta(lists), pi_ref) + w_G * BCE(first-step logits, labels).
+    3. loss = w_R * L_GRO(log pi_theta(lists), pi_ref) + w_G * L_sup, L_sup by
+       ``gro.supervised_form`` (see :func:`supervised_loss`).
     """
     key = jax.random.fold_in(base_key, state.step)
     sample_key, dropout_key, aux_key = jax.random.split(key, 3)
@@ -122,11 +194,10 @@ def goalrank_train_step(
     targets = losses.group_relative_targets(rewards, gro.tau_ref)
 
     def loss_fn(params):
-        log_probs, first_logits = policy.log_prob_and_first_logits(
-            params, batch, lists, dropout_key
+        log_probs, sup_loss = supervised_loss(
+            gro.supervised_form, policy, params, batch, lists, dropout_key
         )
         gro_loss = losses.gro_loss(log_probs, targets, loss_form=gro.loss_form)
-        sup_loss = losses.supervised_bce(first_logits, batch["cand_labels"], batch["cand_mask"])
         total = gro.reward_weight * gro_loss + gro.supervised_weight * sup_loss
         return total, {
             "gro_loss": gro_loss,

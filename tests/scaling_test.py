@@ -171,7 +171,7 @@ def test_copied_reward_model_keeps_its_source_on_resume(tmp_path):
     workdir = tmp_path / "study"
     source = workdir / "fast_0.01m"
     (source / "reward_model" / "checkpoints" / "7").mkdir(parents=True)
-    (source / "config.json").write_text(json.dumps(scaling._as_json(experiment)))
+    (source / "config.json").write_text(json.dumps(scaling.config_json(experiment)))
     (source / "results.json").write_text("{}")
     target = workdir / "fast_0.03m"
     config = scaling.run_config(experiment, "0.03m", "fast")

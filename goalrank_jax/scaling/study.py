@@ -107,7 +107,7 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _as_json(config) -> dict:
+def config_json(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
@@ -128,7 +128,7 @@ def _check_run_dir(run_dir: str, config) -> None:
     saved = _read_json(os.path.join(run_dir, "config.json"))
     if saved is None:
         return
-    differences = config_differences(saved, _as_json(config))
+    differences = config_differences(saved, config_json(config))
     if differences:
         raise ValueError(
             f"{run_dir} holds a run of another config (fields {', '.join(differences)}); use a "
@@ -151,7 +151,7 @@ def share_reward_model(workdir: str, run_dir: str, config) -> str | None:
     if os.path.exists(target):
         recorded = _read_json(marker)
         return os.path.join(workdir, recorded["source"]) if recorded else None
-    key = _reward_model_key(_as_json(config))
+    key = _reward_model_key(config_json(config))
     for name in sorted(os.listdir(workdir)):
         source = os.path.join(workdir, name)
         saved = _read_json(os.path.join(source, "config.json"))
@@ -257,7 +257,7 @@ def _other_finished_runs(workdir, experiment, planned, vocab, log_fn) -> list[di
                 continue
             config = run_config(experiment, size, variant)
             saved = _read_json(os.path.join(run_dir, "config.json")) or {}
-            if config_differences(saved, _as_json(config)):
+            if config_differences(saved, config_json(config)):
                 log_fn(f"[scaling] {run_dir}: another config; left out of the report")
                 continue
             count = presets.count_generator(config.generator, *vocab, config.data.num_candidates)
