@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "lr1e-2": ("--config.train.optim.learning_rate=1e-2",),
     "k20": ("--config.gro.group_size=20",),
     "tau0.3": ("--config.gro.tau_ref=0.3",),
+    "centred": ("--config.gro.centre_weights=true",),
+    "temp2": ("--config.gro.sample_temperature=2",),
     "mixed": ("--config.gro.group_construction=mixed",),
     "d64": ("--config.generator.embed_dim=64", "--config.generator.ff_dim=128"),
     "mixed_d64": (

@@ -185,6 +185,10 @@ class GROConfig:
     # NLL of the logged positives in shown order (teacher-forced positives first).
     supervised_form: str = "first_step_bce"
     tau_ref: float = 1.0  # Temperature of the reference policy softmax(A / tau_ref).
+    # Weights of the group's log-likelihoods: False = pi_ref (the paper's cross-entropy; the
+    # weights sum to one, so a group of equal rewards still raises the likelihood of its own
+    # samples), True = pi_ref - 1/K (a group of equal rewards gives no gradient).
+    centre_weights: bool = False
     loss_form: str = "log_prob"  # "log_prob" (default) or "prob" (ablation).
     group_construction: str = "on_policy"  # "on_policy", "plackett_luce" or "mixed".
     sample_temperature: float = 1.0  # Temperature of on-policy group sampling.

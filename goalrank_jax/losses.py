@@ -47,6 +47,13 @@ def group_relative_targets(rewards: jnp.ndarray, tau_ref: float = 1.0) -> jnp.nd
     return jax.lax.stop_gradient(jax.nn.softmax(group_advantages(rewards) / tau_ref, axis=-1))
 
 
+def gro_weights(rewards: jnp.ndarray, tau_ref: float = 1.0, centre: bool = False) -> jnp.ndarray:
+    """rewards [..., K] -> weights [..., K] of the group's log-likelihoods in L_GRO: pi_ref, or
+    with ``centre`` pi_ref - 1/K (zero for a group of equal rewards; sums to zero)."""
+    targets = group_relative_targets(rewards, tau_ref)
+    return targets - 1.0 / targets.shape[-1] if centre else targets
+
+
 def gro_loss(
     log_probs: jnp.ndarray,
     targets: jnp.ndarray,

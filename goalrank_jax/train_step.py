@@ -166,7 +166,8 @@ def goalrank_train_step(
 
     1. K lists per request: sampled from the current policy (no gradient), or for the mixed
        construction the auxiliary lists first and sampled lists in the remaining slots.
-    2. r [B, K] from the frozen evaluator; pi_ref = softmax(z-score(r) / tau_ref).
+    2. r [B, K] from the frozen evaluator; pi_ref = softmax(z-score(r) / tau_ref) (minus 1/K
+       with ``gro.centre_weights``).
     3. loss = w_R * L_GRO(log pi_theta(lists), pi_ref) + w_G * L_sup, L_sup by
        ``gro.supervised_form`` (see :func:`supervised_loss`).
     """
@@ -191,13 +192,13 @@ def goalrank_train_step(
         )
     lists = jax.lax.stop_gradient(lists)
     rewards = jax.lax.stop_gradient(evaluator.list_rewards(state.reward_params, batch, lists))
-    targets = losses.group_relative_targets(rewards, gro.tau_ref)
+    weights = losses.gro_weights(rewards, gro.tau_ref, gro.centre_weights)
 
     def loss_fn(params):
         log_probs, sup_loss = supervised_loss(
             gro.supervised_form, policy, params, batch, lists, dropout_key
         )
-        gro_loss = losses.gro_loss(log_probs, targets, loss_form=gro.loss_form)
+        gro_loss = losses.gro_loss(log_probs, weights, loss_form=gro.loss_form)
         total = gro.reward_weight * gro_loss + gro.supervised_weight * sup_loss
         return total, {
             "gro_loss": gro_loss,
@@ -213,7 +214,7 @@ def goalrank_train_step(
         **update_metrics,
         "group_reward_mean": rewards.mean(),
         "group_reward_std": rewards.std(-1, ddof=1).mean(),
-        "ref_max_weight": targets.max(-1).mean(),
+        "ref_max_weight": weights.max(-1).mean(),
     }
     return state, metrics
 

@@ -289,3 +289,18 @@ def test_supervised_bce_extreme_logits_finite():
     value = float(losses.supervised_bce(logits, labels, mask))
     # BCE(80, 0) = BCE(-80, 1) = 80 + log(1 + e^-80) ~ 80; BCE(0, 1) = log 2.
     np.testing.assert_allclose(value, (80.0 + 80.0 + math.log(2.0)) / 3.0, rtol=1e-6)
+
+
+def test_centred_gro_weights_vanish_for_equal_rewards_and_sum_to_zero():
+    rewards = np.array([[0.3, 0.3, 0.3, 0.3], [0.1, 0.5, 0.2, 0.9]], np.float32)
+    plain = np.asarray(losses.gro_weights(jnp.asarray(rewards)))
+    centred = np.asarray(losses.gro_weights(jnp.asarray(rewards), centre=True))
+    # Independent pi_ref: softmax of the z-scores (ddof=1) of the second group.
+    r = rewards[1].astype(np.float64)
+    z = (r - r.mean()) / (r.std(ddof=1) + 1e-6)
+    expected = np.exp(z) / np.exp(z).sum()
+    np.testing.assert_allclose(plain[1], expected, rtol=1e-5)
+    np.testing.assert_allclose(plain[0], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(centred[0], 0.0, atol=1e-7)
+    np.testing.assert_allclose(centred[1], expected - 0.25, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(centred.sum(-1), 0.0, atol=1e-6)
