@@ -54,7 +54,7 @@ def load_config(workdir: str) -> configs.ExperimentConfig:
     if not os.path.exists(path):
         raise CheckpointError(f"{path} does not exist: {workdir} holds no goalrank_jax run.")
     with open(path) as f:
-        return configs.from_config_dict(json.load(f))
+        return configs.from_config_dict(json.load(f), jax.device_count())
 
 
 def rank_correlation(scores: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> float:
@@ -138,9 +138,9 @@ def _progress(rewards: dict[str, float], name: str) -> float:
     return float((rewards[name] - rewards["random"]) / gap) if gap else float("nan")
 
 
-def reward_model_measures(config, dataset, evaluator, rm_params, max_examples) -> dict:
+def reward_model_measures(config, dataset, evaluator, rm_params, max_examples, split) -> dict:
     """Validation AUC of the reward model's candidate scores; on synthetic data the mean
-    within-request Spearman correlation with the true relevance logits on the test split."""
+    within-request Spearman correlation with the true relevance logits on ``split``."""
     scores_fn = jax.jit(evaluator.candidate_scores)
 
     def validation(batch):
@@ -165,7 +165,7 @@ def reward_model_measures(config, dataset, evaluator, rm_params, max_examples) -
                 "truth": b["cand_true_logit"],
                 "valid": b["cand_mask"],
             },
-            pipeline.eval_batches(dataset.sources["test"], config.eval.batch_size, max_examples),
+            pipeline.eval_batches(dataset.sources[split], config.eval.batch_size, max_examples),
         )
         out["rm_true_spearman"] = rank_correlation(rows["scores"], rows["truth"], rows["valid"])
     return out
@@ -210,7 +210,7 @@ def diagnose(workdir: str, split="test", max_examples=0, num_samples=0, seed=0, 
             lambda b: measure(gen_params, rm_params, b, jax.random.fold_in(key, next(counter))),
             pipeline.eval_batches(dataset.sources[split], config.eval.batch_size, max_examples),
         )
-        rm = reward_model_measures(config, dataset, evaluator, rm_params, max_examples)
+        rm = reward_model_measures(config, dataset, evaluator, rm_params, max_examples, split)
     rewards = {
         name: float(np.mean(rows[name]))
         for name in ("random", "generator_greedy", "generator_samples", "evaluator_greedy")

@@ -147,7 +147,8 @@ def _finish(config, workdir, results, start, writer, list_len, log_fn) -> dict[s
     for key in [k for k in results if k.startswith("test/goalrank/")]:
         results["test/" + key.split("/", 2)[2]] = results[key]
     results["wall_time_s"] = time.time() - start
-    writer.write(config.train.num_steps, {k: v for k, v in results.items() if isinstance(v, float)})
+    final_step = int(results.get(f"stages/{GENERATOR_STAGE}/steps", config.train.num_steps))
+    writer.write(final_step, {k: v for k, v in results.items() if isinstance(v, float)})
     writer.close()
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, "results.json"), results, indent=2, sort_keys=True)

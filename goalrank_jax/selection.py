@@ -36,7 +36,7 @@ def restore_stage(*, name: str, workdir: str, state: Any, stage_config, log_fn=p
                 f"{latest} of {stage_config.num_steps} steps. Rerun the training command first."
             )
         state, _ = ckpt.restore(latest, checkpointing.abstract_like(state))
-    except checkpointing.CheckpointError:
+    except BaseException:
         if best_ckpt is not None:
             best_ckpt.close()
         raise

@@ -153,9 +153,14 @@ def train_stage(
       NonFiniteTrainingError: ``max_nonfinite_steps`` consecutive non-finite steps.
     """
     loop = _StageLoop(name, workdir, dataset, stage_config, writer, log_fn, eval_fn, config_path)
-    state, finished = loop.restore(state)
-    if not finished:
-        state = loop.run(state, step_fn, base_key, mesh)
+    try:
+        state, finished = loop.restore(state)
+        if not finished:
+            state = loop.run(state, step_fn, base_key, mesh)
+    except BaseException:
+        if loop.best_ckpt is not None:
+            loop.best_ckpt.close()
+        raise
     return selection.selected(state, loop.best_ckpt, loop.select, name, log_fn)
 
 
@@ -179,8 +184,9 @@ class _StageLoop:
         self.pending: list[dict] = []
         self.window: list[dict] = []
         self.window_start, self.window_steps = time.time(), 0
-        # Early stopping: evaluations since the last new best, and whether the stage stopped.
-        self.since_best, self.stopped_early = 0, False
+        # Early stopping: the best select_metric value so far (None before the first
+        # evaluation), evaluations since it, and whether the stage stopped.
+        self.best_value, self.since_best, self.stopped_early = None, 0, False
 
     def restore(self, state) -> tuple[Any, bool]:
         """Restores the latest checkpoint into ``state`` if there is one: (state, finished)."""
@@ -196,6 +202,7 @@ class _StageLoop:
             self.iterator.set_state(data_state["iterator"])
         self.skipped_total = int(data_state.get("skipped_total", 0))
         self.since_best = int(data_state.get("since_best", 0))
+        self.best_value = data_state.get("best_value")
         self.start_step = int(latest)
         if data_state.get("stopped_early"):
             self.log_fn(
@@ -222,6 +229,7 @@ class _StageLoop:
             try:
                 self.log_fn(f"[{name}] training steps {self.start_step + 1}..{num_steps}")
                 self.window_start = time.time()
+                done = self.start_step
                 for step in range(self.start_step, num_steps):
                     batch = sharding.put_local_batch(next(self.iterator), mesh)
                     state, metrics = step_fn(state, batch, base_key)
@@ -240,6 +248,9 @@ class _StageLoop:
                         self._log(done)
                     if eval_now:
                         self._evaluate(done, state)
+                    if self.stopped_early and not (log_now or save_now or stopping):
+                        self._fetch(done)  # the final step of the stage: nothing left pending
+                        self._log(done)
                     if save_now or stopping or self.stopped_early:
                         self._save(done, state, final or self.stopped_early)
                     if stopping:
@@ -255,7 +266,7 @@ class _StageLoop:
                 if _stop_agreed(stop_requested.is_set(), True):
                     self.ckpt.wait()
                     raise TrainingInterrupted(
-                        f"[{name}] SIGTERM received: the stage finished at step {num_steps} "
+                        f"[{name}] SIGTERM received: the stage finished at step {done} "
                         f"(checkpoint in {self.ckpt.directory}). Rerun the same command to resume."
                     )
             finally:
@@ -302,10 +313,16 @@ class _StageLoop:
         results = self.eval_fn(state)
         self.writer.write(done, results)
         if self.select:
-            improved = selection.update_best(
+            selection.update_best(
                 self.best_ckpt, done, state, results, self.select, self.name, self.log_fn
             )
-            self.since_best = 0 if improved else self.since_best + 1
+            # Counted against the value kept with the train state (not the best checkpoint on
+            # disk, which may be newer than the checkpoint a killed run resumes from).
+            value = float(results[self.select])
+            if self.best_value is None or value > self.best_value:
+                self.best_value, self.since_best = value, 0
+            else:
+                self.since_best += 1
             patience = self.config.patience
             if patience and self.since_best >= patience:
                 self.stopped_early = True
@@ -336,7 +353,9 @@ class _StageLoop:
                 "iterator": self.iterator.get_state(),
                 "skipped_total": self.skipped_total,
                 "since_best": self.since_best,
+                "best_value": self.best_value,
                 "stopped_early": self.stopped_early,
+                "num_steps": self.config.num_steps,
             }
             self.ckpt.save(done, state, data_state)
 

@@ -3,6 +3,7 @@ also when a finished stage is restored; an unknown metric is a clear error; earl
 scripted metric sequence, across a resume."""
 
 import dataclasses
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -134,3 +135,24 @@ def test_budget_in_epochs_is_resolved_to_steps():
     # 2.5 epochs of 1000 requests at 32 per step: ceil(78.125) steps; evaluations every 15.625.
     assert resolved.num_steps == 79 and resolved.eval_every == 16
     assert stages.resolve_budget(configs.StageConfig(), 1000) == configs.StageConfig()
+
+
+# Best at step 3, which is not a checkpoint step (checkpoint_every=2).
+ODD_BEST = {1.0: 0.1, 2.0: 0.2, 3.0: 0.3, 4.0: 0.25, 5.0: 0.26, 6.0: 0.27, 7.0: 0.9}
+
+
+def test_early_stopping_after_a_kill_matches_the_uninterrupted_run(tmp_path):
+    uninterrupted, logs = run_toy(
+        tmp_path / "a", "validation/score", num_steps=7, patience=3, score=ODD_BEST.__getitem__
+    )
+    assert any("early stop at step 6/7" in line for line in logs)
+    # A run killed after step 4: its best checkpoint (step 3) is newer than the training
+    # checkpoint it resumes from (step 2), as when the checkpoint of step 4 never completed.
+    run_toy(tmp_path / "b", "validation/score", num_steps=4, patience=3, score=ODD_BEST.__getitem__)
+    shutil.rmtree(tmp_path / "b" / "toy" / "checkpoints" / "4")
+    resumed, logs = run_toy(
+        tmp_path / "b", "validation/score", num_steps=7, patience=3, score=ODD_BEST.__getitem__
+    )
+    assert any("resuming from checkpoint at step 2" in line for line in logs)
+    assert any("early stop at step 6/7" in line for line in logs)
+    assert float(resumed.params["w"]) == float(uninterrupted.params["w"]) == 3.0

@@ -194,12 +194,18 @@ def evaluated_checkpoint(
     stage_dir = os.path.join(workdir, run.GENERATOR_STAGE)
     final = _manager(os.path.join(stage_dir, "checkpoints"))
     latest = final.latest_step() if final is not None else None
-    if latest is None or latest < train.num_steps:
+    data = {}
+    if latest is not None:
+        data = final.restore(latest, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+    # The stage's step budget (resolved from epochs) is kept with its checkpoints; an early
+    # stopped stage is finished too.
+    budget = int((data or {}).get("num_steps", train.num_steps))
+    if latest is None or not (latest >= budget or (data or {}).get("stopped_early")):
         if final is not None:
             final.close()
         raise ExportError(
             f"the generator stage of {workdir} has not finished (latest checkpoint: "
-            f"{latest}, train.num_steps: {train.num_steps}); rerun goalrank_jax.main on this "
+            f"{latest}, step budget: {budget}); rerun goalrank_jax.main on this "
             "workdir to finish it first."
         )
     if train.select_metric:
