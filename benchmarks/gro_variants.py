@@ -71,6 +71,25 @@ def _diagnose(workdir: str, split: str, log_path: str) -> dict:
         return json.load(f)
 
 
+TRACKED = ("sample_log_prob", "group_reward_std", "ref_max_weight", "gro_loss")
+
+
+def _trajectory(path: str, points: int = 5) -> list[dict]:
+    """The generator's logged training metrics at ``points`` evenly spaced log steps: mean
+    log-probability of its sampled lists (minus the list entropy, estimated), the within-group
+    reward spread and the largest reference weight."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            if "generator/gro_loss" in row:
+                rows.append({"step": row["step"], **{k: row[f"generator/{k}"] for k in TRACKED}})
+    if not rows:
+        return []
+    picks = sorted({round(i * (len(rows) - 1) / (points - 1)) for i in range(points)})
+    return [rows[i] for i in picks]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
@@ -94,7 +113,7 @@ def main() -> None:
     base_dir = os.path.join(args.workdir, "base")
     data_dir = os.path.join(base_dir, "tfds")
     # The base run: data and reward model (one generator step, its result is not used).
-    _run(base + [f"--workdir={base_dir}", "--config.train.num_steps=1", *args.extra], log_path)
+    _run(base + [f"--workdir={base_dir}", *args.extra, "--config.train.num_steps=1"], log_path)
     for name in names:
         start = time.time()
         run_dir = os.path.join(args.workdir, name)
@@ -117,6 +136,7 @@ def main() -> None:
             row[split]["rm_reward"] = d["rm_reward"]
         with open(os.path.join(run_dir, "results.json")) as f:
             results = json.load(f)
+        row["training"] = _trajectory(os.path.join(run_dir, "metrics.jsonl"))
         row["generator_epochs"] = results.get("stages/generator/epochs")
         row["seconds"] = time.time() - start
         line = json.dumps(row)

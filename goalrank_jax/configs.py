@@ -8,12 +8,10 @@ into the dataclasses below with :func:`from_config_dict`, which rejects unknown 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from collections.abc import Mapping
 from typing import Any
 
 from goalrank_jax import reference_policies, sharding
+from goalrank_jax.config_fields import build_dataclass, non_negative, one_of, positive
 from goalrank_jax.data.retriever import RetrieverConfig
 from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 
@@ -45,26 +43,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not value > 0:
-            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
-
-
-def _non_negative(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not value >= 0:
-            raise ValueError(f"{type(obj).__name__}.{name} must be >= 0, got {value!r}")
-
-
-def _one_of(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in allowed:
-        raise ValueError(f"{type(obj).__name__}.{name} must be one of {allowed}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which requests to train and evaluate on, and how they are built."""
@@ -87,14 +65,14 @@ class DataConfig:
     retriever: RetrieverConfig = dataclasses.field(default_factory=RetrieverConfig)
 
     def validate(self) -> None:
-        _one_of(self, "dataset", DATASETS)
-        _positive(self, "num_candidates", "list_len", "history_len", "oracle_beam_width")
+        one_of(self, "dataset", DATASETS)
+        positive(self, "num_candidates", "list_len", "history_len", "oracle_beam_width")
         if self.list_len > self.num_candidates:
             raise ValueError(
                 f"DataConfig.list_len (L={self.list_len}) must be <= num_candidates "
                 f"(N={self.num_candidates}): a list holds L distinct candidates."
             )
-        _positive(self, "k_core")
+        positive(self, "k_core")
         if self.dataset == "synthetic" and self.env.list_len != self.list_len:
             raise ValueError(
                 f"DataConfig.env.list_len ({self.env.list_len}) must equal DataConfig.list_len "
@@ -136,9 +114,9 @@ class ModelConfig:
     dtype: str = "float32"
 
     def validate(self) -> None:
-        _positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "decoder_layers")
-        _one_of(self, "variant", _generator_variants())
-        _one_of(self, "dtype", COMPUTE_DTYPES)
+        positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "decoder_layers")
+        one_of(self, "variant", _generator_variants())
+        one_of(self, "dtype", COMPUTE_DTYPES)
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads "
@@ -164,8 +142,8 @@ class OptimConfig:
     decay_factor: float = 0.1
 
     def validate(self) -> None:
-        _positive(self, "learning_rate", "eps", "clip_norm", "decay_factor")
-        _non_negative(self, "weight_decay", "decay_every")
+        positive(self, "learning_rate", "eps", "clip_norm", "decay_factor")
+        non_negative(self, "weight_decay", "decay_every")
         for name in ("b1", "b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"OptimConfig.{name} must be in [0, 1)")
@@ -201,13 +179,13 @@ class GROConfig:
                 f"GROConfig.group_size (K={self.group_size}) must be >= 2: a group-relative "
                 "advantage needs at least two lists per request."
             )
-        _positive(self, "tau_ref", "sample_temperature")
-        _non_negative(self, "reward_weight", "supervised_weight")
+        positive(self, "tau_ref", "sample_temperature")
+        non_negative(self, "reward_weight", "supervised_weight")
         if self.reward_weight == 0 and self.supervised_weight == 0:
             raise ValueError("GROConfig.reward_weight and supervised_weight cannot both be 0.")
-        _one_of(self, "loss_form", LOSS_FORMS)
-        _one_of(self, "supervised_form", SUPERVISED_FORMS)
-        _one_of(self, "group_construction", GROUP_CONSTRUCTIONS)
+        one_of(self, "loss_form", LOSS_FORMS)
+        one_of(self, "supervised_form", SUPERVISED_FORMS)
+        one_of(self, "group_construction", GROUP_CONSTRUCTIONS)
         for name in self.auxiliary:
             if name not in AUXILIARY_POLICIES:
                 raise ValueError(
@@ -250,10 +228,10 @@ class StageConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
 
     def validate(self) -> None:
-        _positive(self, "num_steps", "batch_size", "log_every", "checkpoint_every")
-        _positive(self, "keep_checkpoints")
-        _non_negative(self, "eval_every", "max_nonfinite_steps", "patience")
-        _non_negative(self, "num_epochs", "eval_every_epochs")
+        positive(self, "num_steps", "batch_size", "log_every", "checkpoint_every")
+        positive(self, "keep_checkpoints")
+        non_negative(self, "eval_every", "max_nonfinite_steps", "patience")
+        non_negative(self, "num_epochs", "eval_every_epochs")
         if self.patience and not self.select_metric:
             raise ValueError(
                 f"StageConfig.patience ({self.patience}) needs select_metric: early stopping "
@@ -269,7 +247,7 @@ class RewardModelConfig:
     train: StageConfig = dataclasses.field(default_factory=StageConfig)
 
     def validate(self) -> None:
-        _one_of(self, "kind", REWARD_MODEL_KINDS)
+        one_of(self, "kind", REWARD_MODEL_KINDS)
         self.model.validate()
         self.train.validate()
 
@@ -299,8 +277,8 @@ class EvalConfig:
     max_examples: int = 0  # Evaluate only the first this many examples of a split; 0 = all.
 
     def validate(self) -> None:
-        _positive(self, "batch_size")
-        _non_negative(self, "max_examples")
+        positive(self, "batch_size")
+        non_negative(self, "max_examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +303,7 @@ class MeshConfig:
     def validate(self, num_devices: int = 1) -> None:
         """Raises ValueError naming mesh.data / mesh.fsdp when they cannot tile
         ``num_devices``."""
-        _positive(self, "fsdp_min_size")
+        positive(self, "fsdp_min_size")
         sharding.resolve_mesh_shape(self.data, self.fsdp, num_devices, ("mesh.data", "mesh.fsdp"))
 
 
@@ -348,7 +326,7 @@ class ExperimentConfig:
     def validate(self, num_devices: int = 1) -> None:
         """Raises ValueError naming the field of the first impossible value; ``num_devices`` is
         the number of devices of all processes together."""
-        _one_of(self, "prng_impl", PRNG_IMPLS)
+        one_of(self, "prng_impl", PRNG_IMPLS)
         self.data.validate()
         self.reward_model.validate()
         self.simulator.validate()
@@ -373,43 +351,6 @@ class ExperimentConfig:
                 f"devices ({num_devices})."
             )
         self.mesh.validate(num_devices)
-
-
-def build_dataclass(cls: type, values: Mapping[str, Any], path: str) -> Any:
-    """Builds dataclass ``cls`` from a nested mapping, recursing into dataclass fields.
-
-    Raises ValueError on an unknown field, a non-mapping value for a dataclass field or a
-    scalar of the wrong type; ``path`` (e.g. "compare.") prefixes field names in messages.
-    """
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"Unknown config field(s) {', '.join(path + k for k in unknown)}.")
-    kwargs = {}
-    for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"Config field {path}{key} must be a group of fields.")
-            kwargs[key] = build_dataclass(hint, value, f"{path}{key}.")
-        elif typing.get_origin(hint) is tuple:
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = _coerce(value, hint, path + key)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    if isinstance(hint, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
-        raise ValueError(f"Config field {name} must be {hint.__name__}, got {value!r}.")
-    if hint is int and isinstance(value, bool):
-        raise ValueError(f"Config field {name} must be int, got {value!r}.")
-    return value
 
 
 def from_config_dict(config: Any, num_devices: int = 1) -> ExperimentConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from goalrank_jax import configs
+from goalrank_jax import config_fields, configs
 
 # Trained methods. Baselines: dnn, prm (pointwise scorers, sorted), supervised_ar (the GoalRank
 # generator with w_R = 0), nar (the NAR4Rec-style generator), pier_ge / nar4rec_ge (G-E: a
@@ -77,7 +77,7 @@ def from_config_dict(config: Any, num_devices: int = 1):
         )
     compare_values = values.pop("compare")
     experiment = configs.from_config_dict(values, num_devices)
-    comparison = configs.build_dataclass(ComparisonConfig, compare_values, "compare.")
+    comparison = config_fields.build_dataclass(ComparisonConfig, compare_values, "compare.")
     comparison.validate()
     from goalrank_jax.comparison import training
 
