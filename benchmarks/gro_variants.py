@@ -90,6 +90,27 @@ def _trajectory(path: str, points: int = 5) -> list[dict]:
     return [rows[i] for i in picks]
 
 
+def markdown(rows: list[dict]) -> str:
+    """The table of docs/gro.md: one row per variant (the last line of each in variants.jsonl)."""
+    latest = {row["variant"]: row for row in rows}
+    head = (
+        "| variant | overrides | val gro_progress | val sampled | entropy (nats/step) | "
+        "val N@L greedy | val N@L first-step sort | test gro_progress | test sampled |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for name, row in latest.items():
+        val, test = row["validation"], row["test"]
+        ndcg = sorted(k for k in val if k.startswith("N@") and k.endswith("_greedy"))[0]
+        first = ndcg.replace("_greedy", "_first_step_sort")
+        lines.append(
+            f"| {name} | {' '.join(row['overrides']) or '-'} | {val['gro_progress']:.3f} | "
+            f"{val['gro_progress_sampled']:.3f} | {val['policy_entropy']:.2f} "
+            f"(uniform {val['uniform_entropy']:.2f}) | {val[ndcg]:.4f} | {val[first]:.4f} | "
+            f"{test['gro_progress']:.3f} | {test['gro_progress_sampled']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
@@ -99,7 +120,14 @@ def main() -> None:
     parser.add_argument(
         "--extra", action="append", default=[], help="More --config overrides for every run."
     )
+    parser.add_argument(
+        "--table", action="store_true", help="Only print the markdown table of variants.jsonl."
+    )
     args = parser.parse_args()
+    if args.table:
+        with open(os.path.join(args.workdir, "variants.jsonl")) as f:
+            print(markdown([json.loads(line) for line in f]))
+        return
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
