@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
+
+import bench_runs
 
 # Every variant starts from these: pure GRO, fast generator, the run's default budget.
 COMMON = (
@@ -47,28 +47,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "--config.generator.ff_dim=128",
     ),
 }
-
-
-def _run(command: list[str], log_path: str) -> None:
-    with open(log_path, "a") as log:
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if done.returncode:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}; see {log_path}")
-
-
-def _diagnose(workdir: str, split: str, log_path: str) -> dict:
-    path = os.path.join(workdir, f"diagnose_{split}.json")
-    if not os.path.exists(path):
-        command = [sys.executable, "-m", "goalrank_jax.diagnose", f"--workdir={workdir}"]
-        with open(path + ".tmp", "w") as out, open(log_path, "a") as log:
-            done = subprocess.run(command + [f"--split={split}"], stdout=out, stderr=log)
-        if done.returncode:
-            raise SystemExit(f"diagnose failed on {workdir}; see {log_path}")
-        os.replace(path + ".tmp", path)
-    with open(path) as f:
-        return json.load(f)
 
 
 TRACKED = ("sample_log_prob", "group_reward_std", "ref_max_weight", "gro_loss")
@@ -141,21 +119,19 @@ def main() -> None:
     base_dir = os.path.join(args.workdir, "base")
     data_dir = os.path.join(base_dir, "tfds")
     # The base run: data and reward model (one generator step, its result is not used).
-    _run(base + [f"--workdir={base_dir}", *args.extra, "--config.train.num_steps=1"], log_path)
+    bench_runs.run_logged(
+        base + [f"--workdir={base_dir}", *args.extra, "--config.train.num_steps=1"], log_path
+    )
     for name in names:
         start = time.time()
         run_dir = os.path.join(args.workdir, name)
-        if not os.path.exists(os.path.join(run_dir, "reward_model")):
-            os.makedirs(run_dir, exist_ok=True)
-            # Copy then rename: an interrupted copy never looks like a finished stage.
-            shutil.copytree(os.path.join(base_dir, "reward_model"), run_dir + "/rm.copying")
-            os.replace(run_dir + "/rm.copying", os.path.join(run_dir, "reward_model"))
+        bench_runs.copy_stage(base_dir, run_dir, "reward_model")
         overrides = [*COMMON, *VARIANTS[name], *args.extra]
         command = base + [f"--workdir={run_dir}", f"--config.data.data_dir={data_dir}"]
-        _run(command + overrides, log_path)
+        bench_runs.run_logged(command + overrides, log_path)
         row = {"variant": name, "overrides": list(VARIANTS[name]), "extra": args.extra}
         for split in ("validation", "test"):
-            d = _diagnose(run_dir, split, log_path)
+            d = bench_runs.diagnose_cached(run_dir, split, log_path)
             row[split] = {
                 k: d[k]
                 for k in d

@@ -92,6 +92,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         scorer.train.eval_every = 500
         scorer.train.checkpoint_every = 500
     cfg.reward_model.train.optim.learning_rate = 1e-2
+    # The reward model trains to convergence: up to 20 epochs of the train split, evaluated on
+    # validation every epoch, stopped after 3 evaluations without a better validation AUC of its
+    # candidate scores; the best state is the one used.
+    cfg.reward_model.train.num_epochs = 20
+    cfg.reward_model.train.eval_every_epochs = 1
+    cfg.reward_model.train.patience = 3
+    cfg.reward_model.train.select_metric = "validation/reward_model_greedy/AUC"
     cfg.simulator.train.optim.learning_rate = 3e-3
 
     # Generator: paper-faithful prefix-conditioned transformer, D=32 on CPU.
@@ -138,9 +145,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             model.num_layers = 1
         for stage in (cfg.reward_model.train, cfg.simulator.train):
             stage.num_steps = 6
+            stage.num_epochs = 0
             stage.batch_size = 16
             stage.log_every = 3
             stage.eval_every = 0
+            stage.eval_every_epochs = 0
+            stage.patience = 0
             stage.checkpoint_every = 3
         cfg.gro.group_size = 4
         cfg.train.num_steps = 6
@@ -158,8 +168,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cfg.train.select_metric = f"validation/goalrank/N@{cfg.data.list_len}"
         cfg.simulator.train.eval_every = 0 if smoke else 250
         cfg.simulator.train.select_metric = "validation/simulator/AUC"
-        cfg.reward_model.train.eval_every = 0 if smoke else 250
-        cfg.reward_model.train.select_metric = "validation/reward_model_greedy/AUC"
     if args["variant"]:
         cfg.generator.variant = args["variant"]
     if args["size"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from goalrank_jax import reference_policies, sharding
 from goalrank_jax.config_fields import build_dataclass, non_negative, one_of, positive
+from goalrank_jax.data.requests import CANDIDATE_SOURCES
 from goalrank_jax.data.retriever import RetrieverConfig
 from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 
@@ -50,6 +51,13 @@ class DataConfig:
     dataset: str = "synthetic"
     data_dir: str = ""  # TFDS data directory; "" means <workdir>/tfds.
     num_candidates: int = 50  # N: candidates per request (logged L + N - L retrieved).
+    # Source of the N - L non-logged candidates: "retriever" (the stage-1 MF retriever's top
+    # unseen items, SPEC section 5) or "impression" (synthetic only: the items the world's
+    # logging system retrieved for the request but did not show; needs env.impression_size >= N).
+    candidates: str = "retriever"
+    # Give the models the item side features the dataset has (synthetic: the item's category;
+    # ML-100K / ML-1M: the genres of the item file beside the ratings); False = item ids only.
+    item_features: bool = True
     list_len: int = 6  # L: length of the logged list and of every ranked list.
     history_len: int = 50  # H: most recent interactions kept as the user history.
     valid_fraction: float = 0.1  # Last fraction of each user's requests (before test) -> valid.
@@ -73,6 +81,15 @@ class DataConfig:
                 f"(N={self.num_candidates}): a list holds L distinct candidates."
             )
         positive(self, "k_core")
+        one_of(self, "candidates", CANDIDATE_SOURCES)
+        if self.candidates == "impression" and (
+            self.dataset != "synthetic" or self.env.impression_size < self.num_candidates
+        ):
+            raise ValueError(
+                "DataConfig.candidates='impression' needs the synthetic world with "
+                f"env.impression_size >= num_candidates (N={self.num_candidates}); got dataset "
+                f"{self.dataset!r}, impression_size {self.env.impression_size}."
+            )
         if self.dataset == "synthetic" and self.env.list_len != self.list_len:
             raise ValueError(
                 f"DataConfig.env.list_len ({self.env.list_len}) must equal DataConfig.list_len "
@@ -167,6 +184,9 @@ class GROConfig:
     # weights sum to one, so a group of equal rewards still raises the likelihood of its own
     # samples), True = pi_ref - 1/K (a group of equal rewards gives no gradient).
     centre_weights: bool = False
+    # w_H: weight of an entropy bonus, minus w_H x the mean per-step entropy of the policy
+    # along the group's lists (0 = the paper's loss; > 0 keeps the sampled lists diverse).
+    entropy_weight: float = 0.0
     loss_form: str = "log_prob"  # "log_prob" (default) or "prob" (ablation).
     group_construction: str = "on_policy"  # "on_policy", "plackett_luce" or "mixed".
     sample_temperature: float = 1.0  # Temperature of on-policy group sampling.
@@ -180,7 +200,7 @@ class GROConfig:
                 "advantage needs at least two lists per request."
             )
         positive(self, "tau_ref", "sample_temperature")
-        non_negative(self, "reward_weight", "supervised_weight")
+        non_negative(self, "reward_weight", "supervised_weight", "entropy_weight")
         if self.reward_weight == 0 and self.supervised_weight == 0:
             raise ValueError("GROConfig.reward_weight and supervised_weight cannot both be 0.")
         one_of(self, "loss_form", LOSS_FORMS)

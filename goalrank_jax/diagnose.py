@@ -77,17 +77,10 @@ def rank_correlation(scores: np.ndarray, truth: np.ndarray, keep: np.ndarray) ->
 def _step_entropy(policy, params, batch, lists):
     """Mean per-step entropy of ``policy`` along ``lists`` [B, K, L] and that of a uniform
     choice among the remaining valid candidates: two [B] arrays."""
-    mask = batch["cand_mask"]
-    if policy.plackett_luce:
-        scores = policy.first_step_logits(params, batch)
-        logits = jnp.broadcast_to(scores[:, None, None, :], lists.shape + scores.shape[-1:])
-    else:
-        logits = policy.module.apply(params, batch, lists, True, method="list_logits")
-    chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
-    masked = sampling.mask_logits(logits, mask, chosen)
-    log_p = jax.nn.log_softmax(masked, axis=-1)
-    entropy = -(jnp.exp(log_p) * log_p).sum(-1).mean((1, 2))
-    remaining = (mask[:, None, None, :] & (chosen == 0)).sum(-1)
+    masked = policy.masked(policy.step_logits(params, batch, lists), batch, lists)
+    entropy = sampling.step_entropy(masked).mean((1, 2))
+    chosen = sampling.prefix_multi_hot(lists, batch["cand_mask"].shape[-1])
+    remaining = (batch["cand_mask"][:, None, None, :] & (chosen == 0)).sum(-1)
     uniform = jnp.log(jnp.maximum(remaining, 1)).mean((1, 2))
     return entropy, uniform
 

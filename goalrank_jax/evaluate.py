@@ -77,13 +77,24 @@ def policy_lists(
 
 
 def list_metric_sums(
-    lists, scores, batch, *, has_true_model, true_params, simulator=None, simulator_params=None
+    lists,
+    scores,
+    batch,
+    *,
+    has_true_model,
+    true_params,
+    simulator=None,
+    simulator_params=None,
+    evaluator=None,
+    reward_params=None,
 ):
     """(sum, count) of every metric of one policy's lists [B, L] on a batch.
 
     ``scores`` [B, N] feed the AUC (None: 1/t for the item at position t, 0 elsewhere). Adds
-    ``true_reward`` (synthetic data: exact expected reward under the true user model) and
-    ``sim_reward`` (when a held-out simulator is given).
+    ``true_reward`` (synthetic data: exact expected reward under the true user model),
+    ``sim_reward`` (when a held-out simulator is given) and ``rm_reward`` (when the frozen
+    evaluator and its parameters are given: its own estimate of the lists' reward, biased
+    upwards for lists selected by it).
     """
     if scores is None:
         scores = metrics_lib.list_to_scores(lists, batch["cand_mask"].shape[-1])
@@ -105,6 +116,8 @@ def list_metric_sums(
         sums["sim_reward"] = weighted_sum(
             simulator.list_rewards(simulator_params, batch, lists), batch
         )
+    if evaluator is not None and reward_params is not None:
+        sums["rm_reward"] = weighted_sum(evaluator.list_rewards(reward_params, batch, lists), batch)
     return sums
 
 
@@ -116,8 +129,9 @@ class ListMetrics:
     has_true_model: bool
     true_params: Any
     simulator: Any = None
+    evaluator: Any = None
 
-    def __call__(self, lists, scores, batch, simulator_params=None) -> dict:
+    def __call__(self, lists, scores, batch, simulator_params=None, reward_params=None) -> dict:
         return list_metric_sums(
             lists,
             scores,
@@ -126,6 +140,8 @@ class ListMetrics:
             true_params=self.true_params,
             simulator=self.simulator,
             simulator_params=simulator_params,
+            evaluator=self.evaluator,
+            reward_params=reward_params,
         )
 
 
@@ -143,7 +159,7 @@ def eval_step(
     true_params,
 ):
     """Per-batch (sum, count) of every metric of every policy."""
-    metric_sums = ListMetrics(has_true_model, true_params, simulator)
+    metric_sums = ListMetrics(has_true_model, true_params, simulator, evaluator)
     rows = policy_lists(
         generator_params,
         reward_params,
@@ -155,7 +171,9 @@ def eval_step(
     )
     sums = {}
     for name, (lists, scores) in rows.items():
-        for key, value in metric_sums(lists, scores, batch, simulator_params).items():
+        for key, value in metric_sums(
+            lists, scores, batch, simulator_params, reward_params
+        ).items():
             sums[f"{name}/{key}"] = value
     if has_true_model:
         sums["oracle_reward"] = weighted_sum(batch["oracle_reward"], batch)
@@ -205,11 +223,25 @@ class Evaluation:
             out = self._step(generator_params, reward_params, simulator_params, placed)
             accumulate(totals, jax.device_get(out))
         results = means(totals)
+        results.update(gro_progress(results))
         if self.has_true_model:
             oracle = results.pop("oracle_reward")
             for key in [k for k in results if k.endswith("/true_reward")]:
                 results[key.replace("true_reward", "oracle_fraction")] = results[key] / oracle
         return results
+
+
+def gro_progress(results: dict[str, float], policy: str = "goalrank") -> dict[str, float]:
+    """``{policy}/gro_progress`` = (rm_reward of the policy's lists - of random lists) /
+    (rm_reward of the evaluator's greedy list - of random lists): the share of the gap from
+    random lists to the evaluator's best list (for a pointwise evaluator, its exact argmax) that
+    the policy closes, by the evaluator's own estimate. Empty when a term is missing."""
+    keys = [f"{name}/rm_reward" for name in (policy, "random", "reward_model_greedy")]
+    if not all(k in results for k in keys):
+        return {}
+    mine, random, best = (results[k] for k in keys)
+    gap = best - random
+    return {f"{policy}/gro_progress": (mine - random) / gap if gap else float("nan")}
 
 
 class LoggedClickAUC:

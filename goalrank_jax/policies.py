@@ -75,26 +75,38 @@ class GeneratorPolicy:
         decode_step, carry = self._decoder(params, batch)
         return sampling.decode(decode_step, carry, mask, self.list_len, unroll=self.unroll)
 
-    def log_prob_and_first_logits(self, params, batch, lists, dropout_key=None):
-        """(log pi(lists) [B, M...], first-step logits [B, N]) in one differentiable pass.
-
-        With the autoregressive generator, all L steps of all lists are scored by one
-        teacher-forced pass (``list_logits``) and the first-step logits are read from step 0 of
-        the first list (its prefix is empty), so no extra pass is spent on them.
-        """
+    def step_logits(self, params, batch, lists, dropout_key=None):
+        """Unmasked teacher-forced logits [B, M..., L, N] of lists [B, M..., L] (step t
+        conditioned on lists[..., :t]) in one differentiable pass (dropout with
+        ``dropout_key``). The Plackett-Luce policy's step logits are its first-step scores at
+        every step (the prefix enters only through the mask)."""
         deterministic = dropout_key is None
         rngs = None if deterministic else {"dropout": dropout_key}
-        mask = batch["cand_mask"]
         if self.plackett_luce:
             scores = self.first_step_logits(params, batch, deterministic, rngs)
-            return sampling.plackett_luce_log_prob(scores, mask, lists), scores
-        logits = self.module.apply(
+            extra = lists.ndim - 1
+            scores = scores.reshape(scores.shape[:1] + (1,) * extra + scores.shape[1:])
+            return jnp.broadcast_to(scores, lists.shape + scores.shape[-1:])
+        return self.module.apply(
             params, batch, lists, deterministic, method="list_logits", rngs=rngs
         )
-        chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
-        log_prob = sampling.log_prob_from_logits(sampling.mask_logits(logits, mask, chosen), lists)
+
+    def log_prob_and_first_logits(self, params, batch, lists, dropout_key=None):
+        """(log pi(lists) [B, M...], first-step logits [B, N]) in one differentiable pass: the
+        first-step logits are step 0 of the first list (its prefix is empty)."""
+        logits = self.step_logits(params, batch, lists, dropout_key)
         first = logits.reshape((logits.shape[0], -1) + logits.shape[-1:])[:, 0]
-        return log_prob, first
+        return self.log_prob_of(logits, batch, lists), first
+
+    @staticmethod
+    def masked(logits, batch, lists):
+        """Step logits [B, M..., L, N] with invalid and already chosen candidates masked."""
+        chosen = sampling.prefix_multi_hot(lists, batch["cand_mask"].shape[-1])
+        return sampling.mask_logits(logits, batch["cand_mask"], chosen)
+
+    def log_prob_of(self, logits, batch, lists):
+        """log pi(lists) [B, M...] from their step logits (:meth:`step_logits`)."""
+        return sampling.log_prob_from_logits(self.masked(logits, batch, lists), lists)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -139,7 +139,17 @@ def train_and_evaluate(
             results["validation/simulator/AUC"] = simulator_auc
             trained.insert(0, simulator_stage(config, simulator, context))
         results.update(stage_records(context, trained))
+    results.update(data_records(dataset.stats))
     return _finish(config, workdir, results, start, writer, dataset.list_len, log_fn)
+
+
+def data_records(stats: dict) -> dict[str, float]:
+    """``data/<statistic>`` of the dataset's numeric statistics (positive rate, requests, ...)."""
+    return {
+        f"data/{name}": float(value)
+        for name, value in stats.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
 
 
 def _finish(config, workdir, results, start, writer, list_len, log_fn) -> dict[str, float]:
@@ -153,6 +163,8 @@ def _finish(config, workdir, results, start, writer, list_len, log_fn) -> dict[s
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, "results.json"), results, indent=2, sort_keys=True)
     log_fn("\n" + evaluate_lib.results_table(results, "test", list_len))
+    if "data/positive_rate" in results:
+        log_fn(f"[data] logged positive rate of shown items: {results['data/positive_rate']:.1%}")
     log_fn(
         f"[done] results in {os.path.join(workdir, 'results.json')} "
         f"(total {format_duration(results['wall_time_s'])})"
@@ -169,14 +181,21 @@ def _write_json(path: str, value, **kwargs) -> None:
 def reward_model_evaluator(kind: str, model_config, dataset) -> policies.Evaluator:
     """A list scorer of ``kind`` (``pointwise`` / ``list_aware``) sized for ``dataset``."""
     module = make_reward_model(
-        kind, model_config, dataset.num_users, dataset.num_items, dataset.list_len
+        kind,
+        model_config,
+        dataset.num_users,
+        dataset.num_items,
+        dataset.list_len,
+        dataset.num_item_features,
     )
     return policies.Evaluator(module, kind)
 
 
 def generator_policy(config, dataset) -> policies.GeneratorPolicy:
     """The GoalRank generator of ``config`` as a sampling / greedy / log-prob policy."""
-    generator = make_generator(config.generator, dataset.num_users, dataset.num_items)
+    generator = make_generator(
+        config.generator, dataset.num_users, dataset.num_items, dataset.num_item_features
+    )
     return policies.GeneratorPolicy(
         generator,
         dataset.list_len,

@@ -172,6 +172,13 @@ def log_prob_from_logits(masked_logits: jnp.ndarray, lists: jnp.ndarray) -> jnp.
     return picked.sum(-1)
 
 
+def step_entropy(masked_logits: jnp.ndarray) -> jnp.ndarray:
+    """masked_logits [..., N] (from :func:`mask_logits`) -> [...] entropy (nats) of each step's
+    choice among the candidates left; masked candidates carry no probability."""
+    log_probs = jax.nn.log_softmax(masked_logits, axis=-1)
+    return -(jnp.exp(log_probs) * log_probs).sum(-1)
+
+
 def gumbel_top_k(
     scores: jnp.ndarray,
     cand_mask: jnp.ndarray,

@@ -90,66 +90,42 @@ def teacher_list(supervised_form: str, batch: dict, list_len: int) -> jnp.ndarra
     return logged
 
 
-def group_and_teacher_logits(
-    policy: policies.GeneratorPolicy, params, batch: dict, lists, teacher, dropout_key=None
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(log pi(lists) [B, K], teacher-forced logits of ``teacher`` [B, L, N]) in one pass.
-
-    The autoregressive generator scores ``teacher`` as list K+1 of the group's teacher-forced
-    pass (same dropout key, the candidate encoding shared): (K+1)/K of the group pass's cost
-    instead of a second pass. The Plackett-Luce policy's step logits are its first-step scores
-    at every step (the prefix only enters through the mask), so they cost nothing extra.
-    """
-    if policy.plackett_luce:
-        log_probs, scores = policy.log_prob_and_first_logits(params, batch, lists, dropout_key)
-        return log_probs, jnp.broadcast_to(scores[:, None, :], teacher.shape + scores.shape[-1:])
-    deterministic = dropout_key is None
-    rngs = None if deterministic else {"dropout": dropout_key}
-    mask = batch["cand_mask"]
-    both = jnp.concatenate([lists, teacher[:, None, :]], axis=1)
-    logits = policy.module.apply(
-        params, batch, both, deterministic, method="list_logits", rngs=rngs
-    )
-    group_logits = logits[:, :-1]
-    chosen = sampling.prefix_multi_hot(lists, mask.shape[-1])
-    log_probs = sampling.log_prob_from_logits(
-        sampling.mask_logits(group_logits, mask, chosen), lists
-    )
-    return log_probs, logits[:, -1]
-
-
-def supervised_loss(
+def policy_terms(
     supervised_form: str,
     policy: policies.GeneratorPolicy,
     params,
     batch: dict,
     lists,
     dropout_key=None,
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(log pi(lists) [B, K], L_sup) from one differentiable pass of the policy.
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(log pi(lists) [B, K], L_sup, mean per-step entropy of the policy along the lists) from
+    one differentiable teacher-forced pass.
 
-    "first_step_bce": BCE of the first-step logits (:func:`losses.supervised_bce`);
-    "every_step_bce" / "logged_nll": :func:`losses.every_step_bce` / :func:`losses.logged_nll`
-    of the logits along :func:`teacher_list`, scored in the group's pass
-    (:func:`group_and_teacher_logits`).
+    "first_step_bce": BCE of the first-step logits (step 0 of the first list, whose prefix is
+    empty; :func:`losses.supervised_bce`). "every_step_bce" / "logged_nll":
+    :func:`losses.every_step_bce` / :func:`losses.logged_nll` of the step logits along
+    :func:`teacher_list`, scored as list K+1 of the group's pass (same dropout key, the candidate
+    encoding shared): (K+1)/K of the group pass's cost instead of a second pass.
     """
     labels, mask = batch["cand_labels"], batch["cand_mask"]
-    if supervised_form == "first_step_bce":
-        log_probs, first_logits = policy.log_prob_and_first_logits(
-            params, batch, lists, dropout_key
-        )
-        return log_probs, losses.supervised_bce(first_logits, labels, mask)
-    if supervised_form == "every_step_bce":
-        loss = losses.every_step_bce
-    elif supervised_form == "logged_nll":
-        loss = losses.logged_nll
-    else:
+    if supervised_form not in ("first_step_bce", "every_step_bce", "logged_nll"):
         raise ValueError(f"Unknown supervised_form {supervised_form!r}.")
-    teacher = teacher_list(supervised_form, batch, policy.list_len)
-    log_probs, step_logits = group_and_teacher_logits(
-        policy, params, batch, lists, teacher, dropout_key
-    )
-    return log_probs, loss(step_logits, teacher, labels, mask)
+    teacher = None
+    scored = lists
+    if supervised_form != "first_step_bce":
+        teacher = teacher_list(supervised_form, batch, policy.list_len)
+        scored = jnp.concatenate([lists, teacher[:, None, :]], axis=1)
+    logits = policy.step_logits(params, batch, scored, dropout_key)
+    group_logits = logits[:, : lists.shape[1]]
+    masked = policy.masked(group_logits, batch, lists)
+    log_probs = sampling.log_prob_from_logits(masked, lists)
+    entropy = sampling.step_entropy(masked).mean()
+    if teacher is None:
+        sup_loss = losses.supervised_bce(logits[:, 0, 0], labels, mask)
+    else:
+        loss = losses.every_step_bce if supervised_form == "every_step_bce" else losses.logged_nll
+        sup_loss = loss(logits[:, -1], teacher, labels, mask)
+    return log_probs, sup_loss, entropy
 
 
 def goalrank_train_step(
@@ -168,8 +144,9 @@ def goalrank_train_step(
        construction the auxiliary lists first and sampled lists in the remaining slots.
     2. r [B, K] from the frozen evaluator; pi_ref = softmax(z-score(r) / tau_ref) (minus 1/K
        with ``gro.centre_weights``).
-    3. loss = w_R * L_GRO(log pi_theta(lists), pi_ref) + w_G * L_sup, L_sup by
-       ``gro.supervised_form`` (see :func:`supervised_loss`).
+    3. loss = w_R * L_GRO(log pi_theta(lists), pi_ref) + w_G * L_sup - w_H * H, L_sup by
+       ``gro.supervised_form`` and H the mean per-step entropy of the policy along the group's
+       lists (see :func:`policy_terms`; w_H = ``gro.entropy_weight``, 0 by default).
     """
     key = jax.random.fold_in(base_key, state.step)
     sample_key, dropout_key, aux_key = jax.random.split(key, 3)
@@ -195,15 +172,20 @@ def goalrank_train_step(
     weights = losses.gro_weights(rewards, gro.tau_ref, gro.centre_weights)
 
     def loss_fn(params):
-        log_probs, sup_loss = supervised_loss(
+        log_probs, sup_loss, entropy = policy_terms(
             gro.supervised_form, policy, params, batch, lists, dropout_key
         )
         gro_loss = losses.gro_loss(log_probs, weights, loss_form=gro.loss_form)
-        total = gro.reward_weight * gro_loss + gro.supervised_weight * sup_loss
+        total = (
+            gro.reward_weight * gro_loss
+            + gro.supervised_weight * sup_loss
+            - gro.entropy_weight * entropy
+        )
         return total, {
             "gro_loss": gro_loss,
             "sup_loss": sup_loss,
             "sample_log_prob": log_probs.mean(),
+            "policy_entropy": entropy,
         }
 
     (loss, aux_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

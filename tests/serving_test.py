@@ -14,6 +14,7 @@ import pytest
 
 from goalrank_jax import checkpointing, configs, policies
 from goalrank_jax import train_step as ts
+from goalrank_jax.data import item_features
 from goalrank_jax.models import make_generator
 from goalrank_jax.serving import export, rank
 
@@ -91,6 +92,22 @@ def test_deserialized_ranker_equals_policy_greedy(exported, variant, batch_size)
     lists = ranker(batch)
     _assert_valid_lists(lists, batch["cand_mask"])
     np.testing.assert_array_equal(lists, _greedy(model["policy"], model["params"], batch))
+
+
+def test_ranker_with_item_features_bakes_in_the_table(tmp_path):
+    """A generator that reads item side features exports with the [I, F] table baked in: the
+    artifact takes item ids only and ranks as the policy does on the batch with its features."""
+    table = np.random.default_rng(0).integers(-1, 4, (NUM_ITEMS, 2)).astype(np.int32)
+    generator = make_generator(_config().generator, NUM_USERS, NUM_ITEMS, num_item_features=4)
+    featured = _batch(2, 0)
+    item_features.add_to_batch(featured, table)
+    params = jax.jit(generator.init)(jax.random.key(0), featured)
+    policy = policies.GeneratorPolicy(generator, L)
+    export.export_ranker(policy, params, _batch(2, 0), str(tmp_path), item_features=table)
+    batch = _batch(23, seed=4)
+    lists = rank.load_ranker(str(tmp_path))(batch)
+    item_features.add_to_batch(batch, table)
+    np.testing.assert_array_equal(lists, _greedy(policy, params, batch))
 
 
 def test_metadata_describes_the_artifact(model):

@@ -248,7 +248,7 @@ def test_supervised_loss_matches_recomputation(variant, plackett_luce, form):
             for row in batch["cand_mask"]
         ]
     ).astype(np.int32)
-    log_probs, sup = jax.jit(lambda p: ts.supervised_loss(form, policy, p, batch, lists))(params)
+    log_probs, sup, _ = jax.jit(lambda p: ts.policy_terms(form, policy, p, batch, lists))(params)
     np.testing.assert_allclose(sup, _np_expected_sup(form, policy, params, batch), rtol=1e-4)
     expected_log_probs, _ = policy.log_prob_and_first_logits(params, batch, lists)
     np.testing.assert_allclose(log_probs, expected_log_probs, rtol=1e-5, atol=1e-5)

@@ -205,9 +205,54 @@ def test_default_logging_policy_prefers_relevant_items():
     assert logs["rel_logit"][first].mean() > rel_all.mean() + 0.5
 
 
+def test_impression_logs_show_the_rankers_choice_from_the_retrieved_items():
+    cfg = dataclasses.replace(SMALL_CFG, impression_size=12, retrieval_temperature=3.0)
+    world = synthetic.make_world(cfg)
+    logs = synthetic.simulate_logs(world, cfg)
+    num_rows = cfg.num_users * cfg.requests_per_user
+    assert logs["unshown"].shape == (num_rows, 12 - cfg.list_len)
+    pool = np.concatenate([logs["items"], logs["unshown"]], axis=1)
+    # The M retrieved items of a request are distinct and none was shown to the user before.
+    assert all(np.unique(row).size == row.size for row in pool)
+    for user in range(cfg.num_users):
+        rows = np.flatnonzero(logs["user"] == user)
+        for j, row in enumerate(rows):
+            earlier = logs["items"][rows[:j]].ravel()
+            assert not np.isin(pool[row], earlier).any()
+    # The ranker shows the relevant ones: shown items beat the unshown ones of their request.
+    unshown_rel = synthetic.relevance_logits(world, cfg, logs["user"], logs["unshown"])
+    assert logs["rel_logit"].mean() > unshown_rel.mean() + 0.5
+    again = synthetic.simulate_logs(world, cfg)
+    np.testing.assert_array_equal(logs["unshown"], again["unshown"])
+
+
+def test_no_impression_keeps_the_logs_of_the_ranker_over_every_unseen_item():
+    """impression_size=0 draws exactly what the logging policy always drew: its top L unseen
+    items by relevance / T + Gumbel, with one Gumbel draw per (user, item) per request."""
+    cfg = dataclasses.replace(SMALL_CFG, num_users=5, requests_per_user=3)
+    world = synthetic.make_world(cfg)
+    logs = synthetic.simulate_logs(world, cfg)
+    assert logs["unshown"].shape == (15, 0)
+    rng = np.random.default_rng([cfg.seed, 1])
+    all_items = np.broadcast_to(np.arange(cfg.num_items), (cfg.num_users, cfg.num_items))
+    rel = synthetic.relevance_logits(world, cfg, np.arange(cfg.num_users), all_items)
+    seen = np.zeros(rel.shape, bool)
+    for request in range(cfg.requests_per_user):
+        score = rel / cfg.logging_temperature + rng.gumbel(size=rel.shape).astype(np.float32)
+        for user in range(cfg.num_users):
+            ranked = [i for i in np.argsort(-score[user], kind="stable") if not seen[user, i]]
+            want = ranked[: cfg.list_len]
+            got = logs["items"][user * cfg.requests_per_user + request]
+            np.testing.assert_array_equal(got, want)
+            seen[user, want] = True
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
+        ({"impression_size": 3}, "impression_size"),
+        ({"impression_size": 5000}, "impression_size"),
+        ({"retrieval_temperature": 0.0}, "retrieval_temperature"),
         ({"num_users": 0}, "num_users"),
         ({"num_items": -5}, "num_items"),
         ({"num_categories": 1}, "num_categories"),

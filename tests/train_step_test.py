@@ -21,14 +21,14 @@ from step_fixtures import random_batch, tiny_models  # noqa: E402
 LIST_LEN = 3
 
 
-def _setup(construction="on_policy", dropout=0.1, group_size=4):
+def _setup(construction="on_policy", dropout=0.1, group_size=4, **gro_fields):
     generator, reward_module = tiny_models(dropout)
     batch = random_batch(list_len=LIST_LEN)
     key = jax.random.key(0)
     gen_params = generator.init(jax.random.fold_in(key, 1), batch)
     rm_params = reward_module.init(jax.random.fold_in(key, 2), batch)
     optimizer = ts.make_optimizer(configs.OptimConfig(learning_rate=1e-2))
-    gro = configs.GROConfig(group_size=group_size, group_construction=construction)
+    gro = configs.GROConfig(group_size=group_size, group_construction=construction, **gro_fields)
     policy = policies.GeneratorPolicy(
         generator, LIST_LEN, plackett_luce=construction == "plackett_luce"
     )
@@ -95,6 +95,44 @@ def test_loss_matches_independent_recomputation():
     expected_sup = ((bce * mask).sum(1) / mask.sum(1)).mean()
     np.testing.assert_allclose(metrics["sup_loss"], expected_sup, rtol=1e-4)
     np.testing.assert_allclose(metrics["loss"], 0.01 * expected_gro + expected_sup, rtol=1e-4)
+
+
+def test_entropy_bonus_matches_independent_recomputation():
+    """policy_entropy = mean over requests, lists and steps of the entropy of each step's
+    softmax over the candidates left, recomputed step by step in numpy; the loss subtracts
+    entropy_weight times it."""
+    state, batch, step, policy, _ = _setup(dropout=0.0, entropy_weight=0.3)
+    key = jax.random.key(4)
+    _, metrics = jax.jit(step)(state, batch, key)
+    lists = np.asarray(
+        policy.sample(state.params, batch, jax.random.split(jax.random.fold_in(key, 0), 3)[0], 4)
+    )
+    step_logits = jax.jit(
+        lambda chosen: policy.module.apply(
+            state.params,
+            policy.module.apply(state.params, batch, method="encode"),
+            chosen,
+            method="step_logits",
+        )
+    )
+    mask = np.asarray(batch["cand_mask"])
+    entropies = []
+    for k in range(lists.shape[1]):
+        chosen = np.zeros(mask.shape, np.float32)
+        for t in range(LIST_LEN):
+            logits = np.asarray(step_logits(chosen), np.float64)
+            for b in range(lists.shape[0]):
+                allowed = mask[b] & (chosen[b] == 0)
+                z = logits[b, allowed] - logits[b, allowed].max()
+                p = np.exp(z) / np.exp(z).sum()
+                entropies.append(-(p * np.log(p)).sum())
+            chosen[np.arange(lists.shape[0]), lists[:, k, t]] = 1.0
+    np.testing.assert_allclose(metrics["policy_entropy"], np.mean(entropies), rtol=1e-4)
+    np.testing.assert_allclose(
+        metrics["loss"],
+        0.01 * metrics["gro_loss"] + metrics["sup_loss"] - 0.3 * metrics["policy_entropy"],
+        rtol=1e-5,
+    )
 
 
 def test_non_finite_gradients_skip_the_update():

@@ -266,15 +266,14 @@ class SeedEvaluation:
         self.mesh = mesh
         self.params = seed_params(models)
         lists = SeedLists(models, comparison, list_len, has_true_model)
-        list_metrics = evaluate_lib.ListMetrics(has_true_model, true_params, simulator)
+        # rm_reward, the evaluator's own estimate, is biased upwards for lists selected by it,
+        # the more so the more lists it picks from.
+        list_metrics = evaluate_lib.ListMetrics(
+            has_true_model, true_params, simulator, models.evaluator
+        )
 
         def metric_sums(lists, scores, batch, reward_params, simulator_params):
-            sums = list_metrics(lists, scores, batch, simulator_params)
-            # The evaluator's own estimate: how much it believes a list is worth (it is biased
-            # upwards for lists selected by it, the more so the more lists it picks from).
-            estimate = models.evaluator.list_rewards(reward_params, batch, lists)
-            sums["rm_reward"] = evaluate_lib.weighted_sum(estimate, batch)
-            return sums
+            return list_metrics(lists, scores, batch, simulator_params, reward_params)
 
         self._metric_fn = jax.jit(metric_sums)
         self._references = jax.jit(lists.references)

@@ -174,7 +174,11 @@ class SeedTrainer:
 
     def baseline_module(self, name: str) -> Backbone:
         model_config = self.experiment.generator
-        ids = dict(num_users=self.dataset.num_users, num_items=self.dataset.num_items)
+        ids = dict(
+            num_users=self.dataset.num_users,
+            num_items=self.dataset.num_items,
+            num_item_features=self.dataset.num_item_features,
+        )
         kwargs = dict(causal=model_config.causal, **ids, **models_lib.model_kwargs(model_config))
         if name == "dnn":
             return baselines.DNNScorer(**kwargs)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from goalrank_jax.data import item_features as item_features_lib
 from goalrank_jax.data import real_data, synthetic_builder
 
 TRUE_MODEL_FIELDS = ("cand_true_logit", "cand_category", "cand_partner", "oracle_list")
@@ -35,6 +36,10 @@ class Dataset:
     list_len: int
     stats: dict[str, Any]
     has_true_model: bool
+    # [I, F] item side features (ids in [0, num_item_features), -1 padded) that batches carry
+    # (item_features.add_to_batch); None when the dataset has none or the config turns them off.
+    item_features: np.ndarray | None = None
+    num_item_features: int = 0
 
 
 def load_dataset(data_config, data_dir: str, log_fn: Callable[[str], None] = print) -> Dataset:
@@ -56,15 +61,48 @@ def load_dataset(data_config, data_dir: str, log_fn: Callable[[str], None] = pri
             builder = prepare(data_config, data_dir, log_fn)
     sources = builder.as_data_source()
     meta = builder.info.metadata
+    table, vocabulary = None, 0
+    if data_config.item_features and meta.get("item_features"):
+        table = item_features_lib.table_from_lists(meta["item_features"])
+        vocabulary = len(meta["item_feature_names"])
+    splits = ("train", "validation", "test")
     return Dataset(
-        sources={split: sources[split] for split in ("train", "validation", "test")},
+        sources={
+            split: sources[split] if table is None else ItemFeatureSource(sources[split], table)
+            for split in splits
+        },
         num_users=int(meta["num_users"]),
         num_items=int(meta["num_items"]),
         num_candidates=data_config.num_candidates,
         list_len=data_config.list_len,
         stats=dict(meta["stats"]),
         has_true_model=synthetic,
+        item_features=table,
+        num_item_features=vocabulary,
     )
+
+
+class ItemFeatureSource:
+    """A random-access source whose examples also carry their items' side features
+    (``history_item_features`` [H, F], ``cand_item_features`` [N, F]) from an [I, F] table."""
+
+    def __init__(self, source, table: np.ndarray):
+        self.source = source
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _add(self, example: dict) -> dict:
+        example = dict(example)
+        item_features_lib.add_to_batch(example, self.table)
+        return example
+
+    def __getitem__(self, index):
+        return self._add(self.source[index])
+
+    def __getitems__(self, indices):
+        return [self._add(e) for e in self.source.__getitems__(indices)]
 
 
 def to_model_batch(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

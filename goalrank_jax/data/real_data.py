@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from goalrank_jax.data import item_features as item_features_lib
 from goalrank_jax.data import raw_formats, tfds_requests
 from goalrank_jax.data import requests as requests_lib
 from goalrank_jax.data.raw_formats import RawDataError
@@ -33,6 +34,8 @@ class RawSource:
     patterns: tuple[str, ...]  # Glob patterns tried in order under manual_dir (recursive).
     reader: str  # Name of the reader in raw_formats (see read_raw).
     source: str  # Where users get the files.
+    # Optional item file with the items' genres (item_features.read_genres), tried in order.
+    item_patterns: tuple[str, ...] = ()
 
 
 RAW_SOURCES = {
@@ -43,11 +46,13 @@ RAW_SOURCES = {
         "ml-100k.inter from the recbole==1.2.1 wheel on PyPI (recbole/dataset_example/ml-100k/): "
         "pip download --no-deps recbole==1.2.1 && unzip -j recbole-1.2.1-*.whl "
         "'recbole/dataset_example/ml-100k/ml-100k.inter' -d DIR",
+        ("ml-100k.item", "u.item"),
     ),
     "ml1m": RawSource(
         ("ratings.dat",),
         "ratings_dat",
         "https://grouplens.org/datasets/movielens/1m/ (ml-1m.zip, file ratings.dat)",
+        ("movies.dat",),
     ),
     "amazon_book": RawSource(
         ("ratings_Books.csv", "Books.csv"),
@@ -90,6 +95,15 @@ def find_raw_files(dataset: str, manual_dir: str) -> list[str]:
         f"no raw files for {dataset!r} under {manual_dir!r}: expected {expected}. "
         f"Get them from {spec.source}"
     )
+
+
+def find_item_file(dataset: str, manual_dir: str) -> str | None:
+    """The optional item file (genres) of ``dataset`` under ``manual_dir``, or None."""
+    for pattern in RAW_SOURCES[dataset].item_patterns:
+        found = sorted(glob.glob(os.path.join(manual_dir, "**", pattern), recursive=True))
+        if found:
+            return found[0]
+    return None
 
 
 def read_raw(dataset: str, paths: list[str], feedback_column: str) -> raw_formats.Interactions:
@@ -168,8 +182,10 @@ def to_logs(
 
 
 def generate_real_requests(data_config, paths: list[str], log_fn: Callable[[str], None] = print):
-    """Returns ({split: features}, stats, num_users, num_items) of a real dataset whose raw
-    files (from :func:`find_raw_files`) are ``paths``."""
+    """Returns ({split: features}, stats, num_users, num_items, item features) of a real dataset
+    whose raw files (from :func:`find_raw_files`) are ``paths``; the item features are
+    ``{item_features: [I][F] ids, item_feature_names: [V]}`` when the dataset's item file
+    (:func:`find_item_file`) is there, else empty."""
     start = time.time()
     inter = read_raw(data_config.dataset, paths, data_config.feedback_column)
     log_fn(f"[data] read {len(inter)} interactions from {paths} in {time.time() - start:.1f}s")
@@ -194,6 +210,15 @@ def generate_real_requests(data_config, paths: list[str], log_fn: Callable[[str]
     by_split, stats = requests_lib.build_requests_from_config(
         logs, num_users, num_items, data_config, log_fn
     )
+    features = {}
+    item_path = find_item_file(data_config.dataset, data_config.manual_dir)
+    if item_path is not None:
+        # to_logs numbers the items in the order of np.unique of their raw ids.
+        table, names = item_features_lib.table_from_names(
+            np.unique(inter.item), item_features_lib.read_genres(item_path)
+        )
+        features = dict(item_features=table.tolist(), item_feature_names=names)
+        log_fn(f"[data] item features: {len(names)} genres from {item_path}")
     stats.update(
         raw_interactions=raw_count,
         interactions_after_filtering=int(len(inter)),
@@ -201,14 +226,17 @@ def generate_real_requests(data_config, paths: list[str], log_fn: Callable[[str]
         label_threshold=data_config.label_threshold,
         preprocessing_seconds=round(time.time() - start, 2),
     )
-    return by_split, stats, num_users, num_items
+    return by_split, stats, num_users, num_items, features
 
 
 def config_fingerprint(data_config, paths: list[str]) -> str:
     """Names the prepared dataset by everything that determines it, raw file sizes included."""
     content = dataclasses.asdict(data_config)
-    for field in ("data_dir", "manual_dir", "env", "oracle_beam_width"):
+    for field in ("data_dir", "manual_dir", "env", "oracle_beam_width", "item_features"):
         content.pop(field, None)
+    item_path = find_item_file(data_config.dataset, data_config.manual_dir)
+    if item_path is not None:
+        paths = [*paths, item_path]
     content["raw_files"] = [(os.path.basename(p), os.path.getsize(p)) for p in paths]
     digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
     return f"{data_config.dataset}_n{data_config.num_candidates}_l{data_config.list_len}_{digest}"
@@ -226,10 +254,10 @@ class GoalrankReal(tfds_requests.RequestsBuilder):
         return f"dataset {dataset!r} built from {', '.join(self.raw_paths)}"
 
     def generate(self):
-        by_split, stats, num_users, num_items = generate_real_requests(
+        by_split, stats, num_users, num_items, features = generate_real_requests(
             self.builder_config.data_config, self.raw_paths, self.builder_config.log_fn
         )
-        return by_split, dict(num_users=num_users, num_items=num_items, stats=stats)
+        return by_split, dict(num_users=num_users, num_items=num_items, stats=stats, **features)
 
 
 def prepare(data_config, data_dir: str, log_fn: Callable[[str], None] = print):

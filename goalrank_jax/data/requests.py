@@ -20,6 +20,8 @@ from goalrank_jax.data import candidates as candidates_lib
 from goalrank_jax.data import retriever as retriever_lib
 
 SPLITS = ("train", "validation", "test")
+# Where the N - L non-logged candidates of a request come from (DataConfig.candidates).
+CANDIDATE_SOURCES = ("retriever", "impression")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +33,15 @@ class Logs:
       items: [R, L] int32 logged items in their shown order.
       labels: [R, L] int8 feedback (1 = positive).
       order: [R] int64 position of the request in its user's timeline (0 = earliest).
+      unshown: [R, M] int32 items the logging system retrieved for the request but did not
+        show, in its retrieval order (only logs that record them: the synthetic world's).
     """
 
     user: np.ndarray
     items: np.ndarray
     labels: np.ndarray
     order: np.ndarray
+    unshown: np.ndarray | None = None
 
 
 def assign_splits(logs: Logs, valid_fraction: float, test_fraction: float) -> np.ndarray:
@@ -132,6 +137,17 @@ def _train_and_retrieve(
     return params, retrieved
 
 
+def _impression_candidates(logs: Logs, count: int) -> np.ndarray:
+    """[R, count] the first ``count`` unshown items the logging system retrieved per request."""
+    available = 0 if logs.unshown is None else logs.unshown.shape[1]
+    if available < count:
+        raise ValueError(
+            f"candidates='impression' needs N - L = {count} unshown retrieved items per request "
+            f"but the logs record {available} (the synthetic world's env.impression_size - L)"
+        )
+    return np.ascontiguousarray(logs.unshown[:, :count]).astype(np.int32)
+
+
 def _stats(
     logs: Logs,
     split: np.ndarray,
@@ -177,8 +193,14 @@ def build_requests(
     retriever_config: retriever_lib.RetrieverConfig,
     seed: int,
     log_fn: Callable[[str], None] = print,
+    candidates: str = "retriever",
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """Builds the ranking requests of every split and the dataset statistics.
+
+    ``candidates`` = "retriever": the N - L other candidates are the stage-1 retriever's top
+    unseen items (the protocol of SPEC section 5); "impression": the first N - L items the
+    logging system retrieved for the request but did not show (``logs.unshown``). The retriever
+    is trained either way: it scores every candidate (``cand_retriever_score``).
 
     Returns ({split: {feature: [R_split, ...] array}}, stats). Features:
       user_id [], history_items [H], history_labels [H], cand_items [N], cand_labels [N],
@@ -194,6 +216,10 @@ def build_requests(
     params, retrieved = _train_and_retrieve(
         logs, split, seen, num_users, num_items, num_candidates, retriever_config, log_fn
     )
+    if candidates == "impression":
+        retrieved = _impression_candidates(logs, num_candidates - list_len)
+    elif candidates != "retriever":
+        raise ValueError(f"candidates must be one of {CANDIDATE_SOURCES}, got {candidates!r}")
     scores_all = (
         np.einsum(
             "rd,rmd->rm",
@@ -248,4 +274,5 @@ def build_requests_from_config(
         retriever_config=data_config.retriever,
         seed=data_config.seed,
         log_fn=log_fn,
+        candidates=data_config.candidates,
     )

@@ -29,6 +29,7 @@ def config_fingerprint(data_config) -> str:
     """Short hash of everything that determines the dataset's content."""
     content = dataclasses.asdict(data_config)
     content.pop("data_dir", None)
+    content.pop("item_features", None)  # What the models see, not what is stored.
     digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
     return f"n{data_config.num_candidates}_l{data_config.list_len}_{digest}"
 
@@ -51,6 +52,18 @@ def _oracle(cand_logit, cand_cat, cand_partner, list_len, width, params):
     return np.concatenate(lists).astype(np.int32), np.concatenate(rewards).astype(np.float32)
 
 
+def request_logs(logs: dict[str, np.ndarray]) -> requests_lib.Logs:
+    """The output of :func:`synthetic.simulate_logs` as the chronological logs that
+    :mod:`goalrank_jax.data.requests` turns into ranking requests."""
+    return requests_lib.Logs(
+        user=logs["user"],
+        items=logs["items"],
+        labels=logs["labels"],
+        order=logs["request_index"].astype(np.int64),
+        unshown=logs["unshown"],
+    )
+
+
 def generate_synthetic_requests(data_config, log_fn: Callable[[str], None] = print):
     """Returns ({split: features}, stats) of the synthetic environment."""
     env = data_config.env
@@ -62,12 +75,7 @@ def generate_synthetic_requests(data_config, log_fn: Callable[[str], None] = pri
         f"{time.time() - start:.1f}s"
     )
     by_split, stats = requests_lib.build_requests_from_config(
-        requests_lib.Logs(
-            user=logs["user"],
-            items=logs["items"],
-            labels=logs["labels"],
-            order=logs["request_index"].astype(np.int64),
-        ),
+        request_logs(logs),
         env.num_users,
         env.num_items,
         data_config,
@@ -103,6 +111,11 @@ def generate_synthetic_requests(data_config, log_fn: Callable[[str], None] = pri
     return by_split, stats
 
 
+def world_categories(env) -> np.ndarray:
+    """[I] the category of every item of the world of ``env``."""
+    return synthetic.make_world(env).item_category
+
+
 class GoalrankSynthetic(tfds_requests.RequestsBuilder):
     """Ranking requests of the embedded synthetic environment with its true user model."""
 
@@ -115,6 +128,10 @@ class GoalrankSynthetic(tfds_requests.RequestsBuilder):
             num_users=cfg.env.num_users,
             num_items=cfg.env.num_items,
             stats=stats,
+            # The item side feature of the world: its category (models see it only with
+            # DataConfig.item_features).
+            item_features=[[int(c)] for c in world_categories(cfg.env)],
+            item_feature_names=[f"category_{c}" for c in range(cfg.env.num_categories)],
             data_config=json.loads(json.dumps(dataclasses.asdict(cfg))),
         )
         return by_split, metadata

@@ -58,6 +58,13 @@ class EnvConfig:
     base_logit: float = -2.0
     # Temperature of the logging policy: it ranks by relevance_logit / T + Gumbel noise.
     logging_temperature: float = 1.0
+    # M: candidates the world's own stage-1 retrieval draws per request, from which the logging
+    # ranker shows L (as real systems log the list their ranker chose from what they retrieved).
+    # 0 = no retrieval: the ranker ranks every item the user has not been shown.
+    impression_size: int = 0
+    # Temperature of that retrieval: it draws the M items by relevance_logit / T + Gumbel, so a
+    # large T retrieves broadly and the ranker's choice among them carries the relevance.
+    retrieval_temperature: float = 1.0
     # Exponent of the Zipf law of the raw item popularity (1 / rank ** exponent).
     popularity_zipf_exponent: float = 1.0
     # Parameters of the true list-wise response model.
@@ -81,6 +88,17 @@ class EnvConfig:
                 f"requests_per_user * list_len ({self.requests_per_user * self.list_len}) must not"
                 f" exceed num_items ({self.num_items}): a user never sees an item twice"
             )
+        if not isinstance(self.impression_size, int) or self.impression_size < 0:
+            raise ValueError(
+                f"impression_size must be a non-negative integer, got {self.impression_size!r}"
+            )
+        unseen_at_last = self.num_items - (self.requests_per_user - 1) * self.list_len
+        if self.impression_size and not self.list_len <= self.impression_size <= unseen_at_last:
+            raise ValueError(
+                f"impression_size ({self.impression_size}) must be 0 or between list_len "
+                f"({self.list_len}) and the items a user has not been shown at the last request "
+                f"({unseen_at_last})"
+            )
         floats = {
             "relevance_scale": self.relevance_scale,
             "popularity_weight": self.popularity_weight,
@@ -96,6 +114,7 @@ class EnvConfig:
         strictly_positive = {
             "category_preference_concentration": self.category_preference_concentration,
             "logging_temperature": self.logging_temperature,
+            "retrieval_temperature": self.retrieval_temperature,
         }
         for name, value in strictly_positive.items():
             if not (math.isfinite(value) and value > 0):
@@ -208,14 +227,29 @@ def relevance_logits(
     return logits.astype(np.float32)
 
 
-def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
-    """Logs of the noisy-relevance logging policy with feedback from the true model.
+def _top_by_noisy_score(
+    logit: np.ndarray, temperature: float, allowed: np.ndarray, count: int, rng
+) -> np.ndarray:
+    """[B, count] indices of the largest logit / T + Gumbel among ``allowed`` [B, M] entries,
+    best first: a Plackett-Luce sample of softmax(logit / T) without replacement."""
+    score = logit / temperature + rng.gumbel(size=logit.shape).astype(np.float32)
+    score[~allowed] = -np.inf
+    top = np.argpartition(-score, count - 1, axis=1)[:, :count]
+    order = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1)
+    return np.take_along_axis(top, order, axis=1)
 
-    For each user, requests_per_user chronological requests are generated. In each request the
-    policy ranks the items the user has not been shown yet by relevance_logit / T + Gumbel noise
-    and shows the top L in score order (a Plackett-Luce sample of softmax(relevance / T) without
-    replacement). Labels are Bernoulli draws of the true click probabilities of the list as shown.
-    Rows are ordered by user, then by request index. Deterministic from cfg.seed.
+
+def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
+    """Logs of the logging system with feedback from the true model.
+
+    For each user, requests_per_user chronological requests are generated. Without an impression
+    (``impression_size`` 0) the logging ranker ranks every item the user has not been shown by
+    relevance_logit / T + Gumbel noise and shows the top L in score order (a Plackett-Luce sample
+    of softmax(relevance / T) without replacement). With ``impression_size`` M > 0 a stage-1
+    retrieval first draws M unseen items the same way at ``retrieval_temperature``, and the
+    ranker shows the top L of those M; the M - L it did not show are returned too. Labels are
+    Bernoulli draws of the true click probabilities of the list as shown. Rows are ordered by
+    user, then by request index. Deterministic from cfg.seed.
 
     Args:
         world: the generated world.
@@ -224,24 +258,33 @@ def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
     Returns:
         user: [R] int32; request_index: [R] int32 (chronological, 0-based per user);
         items: [R, L] int32 logged lists; labels: [R, L] int8 clicks;
-        rel_logit: [R, L] float32 true relevance logits of the logged items.
+        rel_logit: [R, L] float32 true relevance logits of the logged items;
+        unshown: [R, M - L] int32 the retrieved items the ranker did not show, in retrieval
+        order ([R, 0] without an impression).
     """
     cfg.validate()
     rng = np.random.default_rng([cfg.seed, 1])
     num_users, num_items, list_len = cfg.num_users, cfg.num_items, cfg.list_len
-    num_requests = cfg.requests_per_user
+    num_requests, size = cfg.requests_per_user, cfg.impression_size
     users = np.arange(num_users)
     all_items = np.broadcast_to(np.arange(num_items), (num_users, num_items))
     rel = relevance_logits(world, cfg, users, all_items)
-    policy_logit = rel / cfg.logging_temperature
     seen = np.zeros((num_users, num_items), dtype=bool)
     shown = np.empty((num_users, num_requests, list_len), dtype=np.int32)
+    unshown = np.empty((num_users, num_requests, max(size - list_len, 0)), dtype=np.int32)
     for request in range(num_requests):
-        score = policy_logit + rng.gumbel(size=(num_users, num_items)).astype(np.float32)
-        score[seen] = -np.inf
-        top = np.argpartition(-score, list_len - 1, axis=1)[:, :list_len]
-        top_score = np.take_along_axis(score, top, axis=1)
-        ordered = np.take_along_axis(top, np.argsort(-top_score, axis=1), axis=1)
+        if size:
+            pool = _top_by_noisy_score(rel, cfg.retrieval_temperature, ~seen, size, rng)
+            pool_rel = np.take_along_axis(rel, pool, axis=1)
+            picked = _top_by_noisy_score(
+                pool_rel, cfg.logging_temperature, np.ones(pool.shape, bool), list_len, rng
+            )
+            ordered = np.take_along_axis(pool, picked, axis=1)
+            rest = np.ones(pool.shape, bool)
+            np.put_along_axis(rest, picked, False, axis=1)
+            unshown[:, request] = pool[rest].reshape(num_users, size - list_len)
+        else:
+            ordered = _top_by_noisy_score(rel, cfg.logging_temperature, ~seen, list_len, rng)
         shown[:, request] = ordered
         seen[users[:, None], ordered] = True
     items = shown.reshape(-1, list_len)
@@ -257,4 +300,5 @@ def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
         "items": items,
         "labels": labels,
         "rel_logit": rel_logit.astype(np.float32),
+        "unshown": unshown.reshape(len(user), -1),
     }

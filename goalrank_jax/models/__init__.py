@@ -40,13 +40,15 @@ def model_kwargs(model_config) -> dict:
     )
 
 
-def make_generator(model_config, num_users: int, num_items: int):
+def make_generator(model_config, num_users: int, num_items: int, num_item_features: int = 0):
     """The generator of ``model_config.variant`` (a registered variant: "prefix" is the
-    paper-faithful one, "fast" the encode-once pointer decoder)."""
+    paper-faithful one, "fast" the encode-once pointer decoder); ``num_item_features`` is the
+    dataset's item side-feature vocabulary (0 = item ids only)."""
     spec = get_generator(model_config.variant)
     return spec.cls(
         num_users=num_users,
         num_items=num_items,
+        num_item_features=num_item_features,
         causal=model_config.causal,
         **model_kwargs(model_config),
         **{name: getattr(model_config, name) for name in spec.fields},
@@ -54,13 +56,20 @@ def make_generator(model_config, num_users: int, num_items: int):
 
 
 def make_reward_model(
-    kind: str, model_config, num_users: int, num_items: int, list_len: int | None = None
+    kind: str,
+    model_config,
+    num_users: int,
+    num_items: int,
+    list_len: int | None = None,
+    num_item_features: int = 0,
 ):
-    """The reward model of ``kind``; ``list_len`` (L) sizes the list-aware position table."""
+    """The reward model of ``kind``; ``list_len`` (L) sizes the list-aware position table,
+    ``num_item_features`` is the dataset's item side-feature vocabulary (0 = item ids only)."""
     if kind == "pointwise":
         return PointwiseRewardModel(
             num_users=num_users,
             num_items=num_items,
+            num_item_features=num_item_features,
             causal=model_config.causal,
             **model_kwargs(model_config),
         )
@@ -70,6 +79,7 @@ def make_reward_model(
         return ListAwareRewardModel(
             num_users=num_users,
             num_items=num_items,
+            num_item_features=num_item_features,
             max_list_len=list_len,
             causal=True,
             **model_kwargs(model_config),

@@ -73,11 +73,16 @@ class RequestEncoder(nn.Module):
     candidate order. The user state encodes the history: the masked mean of item embeddings plus
     a feedback-label embedding, and optionally a learned user-id embedding.
 
+    With ``num_item_features`` V > 0 every item vector (history and candidates) also adds the
+    sum of the embeddings of its side features (``history_item_features`` [B, H, F] and
+    ``cand_item_features`` [B, N, F] of the batch, -1 = none).
+
     Attributes:
       num_users: size of the user-id vocabulary.
       num_items: size of the item vocabulary.
       embed_dim: D.
       use_user_id: add the user-id embedding to the user state.
+      num_item_features: V, the item side-feature vocabulary (0 = item ids only).
     """
 
     num_users: int
@@ -85,7 +90,20 @@ class RequestEncoder(nn.Module):
     embed_dim: int
     use_user_id: bool = True
     item_bias: bool = True
+    num_item_features: int = 0
     dtype: Any = jnp.float32
+
+    @staticmethod
+    def item_vectors(batch: dict, field: str, item_embed, feature_embed) -> jnp.ndarray:
+        """[B, M, D] vectors of the (-1 padded) items of ``batch[field]`` (history_items or
+        cand_items): the item embedding plus, when ``feature_embed`` is given, the sum of the
+        embeddings of the item's side features."""
+        vectors = item_embed(jnp.maximum(batch[field], 0))
+        if feature_embed is not None:
+            features = batch[field.replace("_items", "_item_features")]
+            valid = (features >= 0)[..., None].astype(vectors.dtype)
+            vectors = vectors + (feature_embed(jnp.maximum(features, 0)) * valid).sum(-2)
+        return vectors
 
     @nn.compact
     def __call__(self, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -98,11 +116,15 @@ class RequestEncoder(nn.Module):
         dim = self.embed_dim
         item_embed = nn.Embed(self.num_items, dim, dtype=self.dtype, name="item_embed")
         hist_mask = batch["history_mask"]
-        hist_items = jnp.where(hist_mask, batch["history_items"], 0)
         hist_labels = jnp.where(hist_mask, batch["history_labels"], 0).astype(jnp.int32)
-        hist = item_embed(hist_items) + nn.Embed(2, dim, dtype=self.dtype, name="label_embed")(
-            hist_labels
-        )
+        feature_embed = None
+        if self.num_item_features:
+            feature_embed = nn.Embed(
+                self.num_item_features, dim, dtype=self.dtype, name="feature_embed"
+            )
+        hist = self.item_vectors(batch, "history_items", item_embed, feature_embed) + nn.Embed(
+            2, dim, dtype=self.dtype, name="label_embed"
+        )(hist_labels)
         weights = hist_mask.astype(hist.dtype)[..., None]
         pooled = (hist * weights).sum(-2) / jnp.maximum(weights.sum(-2), 1.0)
         positive = weights * (hist_labels[..., None] > 0)
@@ -118,7 +140,7 @@ class RequestEncoder(nn.Module):
         )
 
         cand_mask = batch["cand_mask"]
-        items = item_embed(jnp.where(cand_mask, batch["cand_items"], 0))
+        items = self.item_vectors(batch, "cand_items", item_embed, feature_embed)
         num_candidates = items.shape[-2]
         u = nn.LayerNorm(dtype=self.dtype, name="user_norm")(
             nn.Dense(dim, dtype=self.dtype, name="user_proj")(user)
@@ -184,6 +206,7 @@ class Backbone(nn.Module):
     use_user_id: bool = True
     bilinear_head: bool = True
     item_bias: bool = True
+    num_item_features: int = 0  # V: item side-feature vocabulary of the dataset (0 = none).
     dtype: Any = jnp.float32  # Computation dtype (bfloat16 option); parameters stay float32.
 
     def make_request_encoder(self) -> RequestEncoder:
@@ -193,6 +216,7 @@ class Backbone(nn.Module):
             self.embed_dim,
             self.use_user_id,
             self.item_bias,
+            self.num_item_features,
             dtype=self.dtype,
         )
 

@@ -28,11 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
 from goalrank_jax import configs, policies, run
+from goalrank_jax.data import item_features as item_features_lib
 from goalrank_jax.models import make_generator
 from goalrank_jax.serving import rank
 
@@ -61,6 +63,17 @@ def serving_input_specs(
     shapes["history_labels"] = shapes["history_mask"] = shapes["history_items"]
     shapes["cand_items"] = shapes["cand_mask"] = (batch_size, num_candidates)
     return {name: jax.ShapeDtypeStruct(shapes[name], INPUT_DTYPES[name]) for name in INPUT_DTYPES}
+
+
+def with_feature_specs(specs: dict, width: int) -> dict:
+    """``specs`` plus the side-feature inputs ([batch, H, F] / [batch, N, F] int32) that a
+    generator with item features reads (see goalrank_jax/data/item_features.py)."""
+    out = dict(specs)
+    for items, field in zip(
+        ("history_items", "cand_items"), item_features_lib.BATCH_FIELDS, strict=True
+    ):
+        out[field] = jax.ShapeDtypeStruct(specs[items].shape + (width,), np.int32)
+    return out
 
 
 def _artifact_metadata(exported, blob, specs, policy, num_users, num_items) -> dict[str, Any]:
@@ -100,6 +113,7 @@ def export_ranker(
     config_hash: str | None = None,
     platforms: Sequence[str] | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
+    item_features: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Exports ``policy.greedy`` with ``params`` baked in; writes ``path``/ranker.{bin,json}.
 
@@ -116,6 +130,8 @@ def export_ranker(
       config_hash: hash of the run's config, recorded in the metadata.
       platforms: lowering platforms (None = the default backend).
       extra_metadata: more metadata entries (e.g. where the parameters came from).
+      item_features: the [I, F] item side-feature table of a generator that uses them; baked in,
+        so that requests still carry item ids only.
 
     Returns:
       The metadata written to ``ranker.json``.
@@ -136,7 +152,10 @@ def export_ranker(
     host_params = jax.device_get(params)
 
     def greedy_ranker(*inputs):
-        return policy.greedy(host_params, dict(zip(rank.INPUT_NAMES, inputs, strict=True)))
+        batch = dict(zip(rank.INPUT_NAMES, inputs, strict=True))
+        if item_features is not None:
+            item_features_lib.add_to_batch(batch, item_features, xp=jnp)
+        return policy.greedy(host_params, batch)
 
     exported = jax.export.export(jax.jit(greedy_ranker), platforms=platforms)(*specs)
     blob = bytes(exported.serialize())
@@ -266,7 +285,7 @@ def _check_params(expected, saved, where: str) -> None:
 
 def restore_generator(workdir: str, config: configs.ExperimentConfig, log_fn=print):
     """The state the run evaluated: (generator module, host params, {num_users, num_items},
-    source info)."""
+    source info, the [I, F] item side-feature table when the generator uses one, else None)."""
     data = config.data
     specs = serving_input_specs(data.num_candidates, data.history_len, batch_size=2)
     manager, step = evaluated_checkpoint(workdir, config.train)
@@ -278,7 +297,12 @@ def restore_generator(workdir: str, config: configs.ExperimentConfig, log_fn=pri
             # A vocabulary that sizes no parameter (e.g. use_user_id=False): ask the dataset.
             dataset = run.prepare_data(config, workdir, log_fn)
             sizes = {"num_users": dataset.num_users, "num_items": dataset.num_items} | sizes
-        generator = make_generator(config.generator, sizes["num_users"], sizes["num_items"])
+        num_features, table = _item_features(config, saved, workdir, log_fn)
+        generator = make_generator(
+            config.generator, sizes["num_users"], sizes["num_items"], num_features
+        )
+        if table is not None:
+            specs = with_feature_specs(specs, table.shape[1])
         abstract = _abstract_params(generator, specs)
         _check_params(_shapes_by_path(abstract), saved, where)
         as_numpy = jax.tree_util.tree_map(
@@ -297,7 +321,22 @@ def restore_generator(workdir: str, config: configs.ExperimentConfig, log_fn=pri
     finally:
         manager.close()
     source = {"workdir": os.path.abspath(workdir), "checkpoint": where, "step": int(step)}
-    return generator, restored.state["params"], sizes, source
+    return generator, restored.state["params"], sizes, source, table
+
+
+def _item_features(config, saved, workdir: str, log_fn) -> tuple[int, np.ndarray | None]:
+    """(V, the [I, F] table) of a saved generator with a side-feature embedding (read from
+    the run's dataset), else (0, None)."""
+    shapes = [shape for path, (shape, _) in saved.items() if "feature_embed" in path]
+    if not shapes:
+        return 0, None
+    dataset = run.prepare_data(config, workdir, log_fn)
+    if dataset.item_features is None or dataset.num_item_features != shapes[0][0]:
+        raise ExportError(
+            f"the saved generator embeds {shapes[0][0]} item side features but the run's "
+            f"dataset gives {dataset.num_item_features}"
+        )
+    return dataset.num_item_features, dataset.item_features
 
 
 def export_run(
@@ -305,7 +344,7 @@ def export_run(
 ) -> dict[str, Any]:
     """Exports the greedy ranker of the finished run in ``workdir`` to ``output``."""
     config, config_hash = read_config(workdir)
-    generator, params, sizes, source = restore_generator(workdir, config, log_fn)
+    generator, params, sizes, source, table = restore_generator(workdir, config, log_fn)
     policy = policies.GeneratorPolicy(
         generator,
         config.data.list_len,
@@ -322,6 +361,7 @@ def export_run(
         config_hash=config_hash,
         platforms=platforms or None,
         extra_metadata={"source": source},
+        item_features=table,
     )
 
 
