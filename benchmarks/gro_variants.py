@@ -2,11 +2,12 @@
 and prints one JSON line per variant with the diagnosis command's figures.
 
     python benchmarks/gro_variants.py --workdir=runs/gro_variants [--dataset=ml100k \
-        --manual_dir=DIR] [--only=NAME,NAME] [--extra=--config.train.num_steps=3000]
+        --manual_dir=DIR] [--only=NAME,NAME] [--converged] [--extra=--config.train.num_steps=3000]
 
 The first run (``base``) prepares the data and trains the reward model of
 ``experiments/goalrank.py``; every variant copies that finished reward-model stage, so all
-variants optimise against the same evaluator, and trains only its generator with pure GRO
+variants optimise against the same evaluator (on real data the held-out simulator is copied too),
+and trains only its generator with pure GRO
 (w_G = 0, w_R = 1) and the fast generator unless the variant says otherwise. Each variant is then
 measured by ``python -m goalrank_jax.diagnose`` on the validation split (to choose defaults) and on
 the test split (to report). Finished variants are skipped on a rerun (their JSON is cached in
@@ -46,7 +47,22 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "--config.generator.embed_dim=64",
         "--config.generator.ff_dim=128",
     ),
+    "lr3e-3": ("--config.train.optim.learning_rate=3e-3",),
+    "lr1e-4": ("--config.train.optim.learning_rate=1e-4",),
+    "entropy0.01": ("--config.gro.entropy_weight=0.01",),
+    "entropy0.1": ("--config.gro.entropy_weight=0.1",),
+    "centred_temp2": ("--config.gro.centre_weights=true", "--config.gro.sample_temperature=2"),
+    "no_dropout": ("--config.generator.dropout=0",),
+    "tau3": ("--config.gro.tau_ref=3",),
 }
+# The budget in epochs of the train split, with the generator selected (and stopped early) on
+# the validation gro_progress: --extra=... flags of a converged sweep (see docs/gro.md).
+CONVERGED = (
+    "--config.train.num_epochs=30",
+    "--config.train.eval_every_epochs=1",
+    "--config.train.select_metric=validation/goalrank/gro_progress",
+    "--config.train.patience=5",
+)
 
 
 TRACKED = ("sample_log_prob", "group_reward_std", "ref_max_weight", "gro_loss")
@@ -99,6 +115,11 @@ def main() -> None:
         "--extra", action="append", default=[], help="More --config overrides for every run."
     )
     parser.add_argument(
+        "--converged",
+        action="store_true",
+        help="Train every variant to convergence (the CONVERGED flags, before --extra).",
+    )
+    parser.add_argument(
         "--table", action="store_true", help="Only print the markdown table of variants.jsonl."
     )
     args = parser.parse_args()
@@ -106,6 +127,8 @@ def main() -> None:
         with open(os.path.join(args.workdir, "variants.jsonl")) as f:
             print(markdown([json.loads(line) for line in f]))
         return
+    if args.converged:
+        args.extra = [*CONVERGED, *args.extra]
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -119,13 +142,17 @@ def main() -> None:
     base_dir = os.path.join(args.workdir, "base")
     data_dir = os.path.join(base_dir, "tfds")
     # The base run: data and reward model (one generator step, its result is not used).
+    one_step = ("--config.train.num_epochs=0", "--config.train.num_steps=1")
     bench_runs.run_logged(
-        base + [f"--workdir={base_dir}", *args.extra, "--config.train.num_steps=1"], log_path
+        base + [f"--workdir={base_dir}", *args.extra, *one_step, "--config.train.patience=0"],
+        log_path,
     )
     for name in names:
         start = time.time()
         run_dir = os.path.join(args.workdir, name)
-        bench_runs.copy_stage(base_dir, run_dir, "reward_model")
+        for stage in ("reward_model", "simulator"):  # the simulator: real data only
+            if os.path.exists(os.path.join(base_dir, stage)):
+                bench_runs.copy_stage(base_dir, run_dir, stage)
         overrides = [*COMMON, *VARIANTS[name], *args.extra]
         command = base + [f"--workdir={run_dir}", f"--config.data.data_dir={data_dir}"]
         bench_runs.run_logged(command + overrides, log_path)

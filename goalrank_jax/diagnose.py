@@ -24,6 +24,7 @@ Exit code 2 when the workdir holds no finished run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -238,9 +239,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     try:
-        out = diagnose(
-            WORKDIR.value, SPLIT.value, MAX_EXAMPLES.value, NUM_SAMPLES.value, SEED.value
-        )
+        # Standard output carries the JSON alone: whatever the libraries print (TFDS announces
+        # a dataset it prepares on stdout) goes to standard error.
+        with contextlib.redirect_stdout(sys.stderr):
+            out = diagnose(
+                WORKDIR.value, SPLIT.value, MAX_EXAMPLES.value, NUM_SAMPLES.value, SEED.value
+            )
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

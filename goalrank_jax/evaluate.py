@@ -25,6 +25,7 @@ import numpy as np
 
 from goalrank_jax import metrics as metrics_lib
 from goalrank_jax import reference_policies, sharding
+from goalrank_jax.data import pipeline
 from goalrank_jax.env import synthetic
 
 METRIC_ORDER = ("H", "N", "M", "F1")
@@ -229,6 +230,39 @@ class Evaluation:
             for key in [k for k in results if k.endswith("/true_reward")]:
                 results[key.replace("true_reward", "oracle_fraction")] = results[key] / oracle
         return results
+
+
+class ListsValidation:
+    """Logged-label metrics (H@L, N@L, M@L, F1@L, AUC) of one ranker on a split: compiled once,
+    call with the ranker's parameters for ``{metric: mean}``. ``lists_fn(params, batch)`` gives
+    its lists [B, L]; ``scores_fn(params, batch)`` its candidate scores [B, N] for the AUC (None:
+    the list's own 1/t scores). Used for model selection on the validation split."""
+
+    def __init__(self, lists_fn, dataset, eval_config, mesh, scores_fn=None, split="validation"):
+        def sums(params, batch):
+            scores = None if scores_fn is None else scores_fn(params, batch)
+            lists = lists_fn(params, batch)
+            return list_metric_sums(lists, scores, batch, has_true_model=False, true_params=None)
+
+        repl = sharding.replicated(mesh)
+        self._sums = jax.jit(
+            sums, in_shardings=(repl, sharding.batch_sharding(mesh)), out_shardings=repl
+        )
+        self.source = dataset.sources[split]
+        self.eval_config = eval_config
+        self.mesh = mesh
+
+    def __call__(self, params) -> dict[str, float]:
+        # Compiled for replicated parameters: gather FSDP-split ones.
+        params = sharding.put_replicated(params, self.mesh)
+        totals: dict[str, list[float]] = {}
+        batches = pipeline.eval_batches(
+            self.source, self.eval_config.batch_size, self.eval_config.max_examples
+        )
+        for batch in batches:
+            placed = sharding.put_batch(strip_true_model(batch), self.mesh)
+            accumulate(totals, jax.device_get(self._sums(params, placed)))
+        return means(totals)
 
 
 def gro_progress(results: dict[str, float], policy: str = "goalrank") -> dict[str, float]:

@@ -161,6 +161,8 @@ def _comparison_values(**compare):
         ({"seeds": (1, 1)}, "repeats a seed"),
         ({"mge_ks": (0, 3)}, "mge_ks must be >= 1"),
         ({"split": "train"}, "validation or test"),
+        ({"select_metric": "ndcg"}, "select_metric must be"),
+        ({"select_metric": "N@4"}, "must rank at L=3"),
     ],
 )
 def test_bad_comparison_configs_are_named(override, message):
@@ -206,6 +208,10 @@ def smoke_comparison(tmp_path_factory):
         "--config.compare.seeds=7",
         "--config.compare.ablations=group_size",
         "--config.compare.group_sizes=2",
+        # Every ranker selected on its validation N@3, evaluated every 2 steps.
+        "--config.compare.select_metric=N@3",
+        "--config.compare.baseline_train.eval_every=2",
+        "--config.train.eval_every=2",
     ]
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -246,6 +252,25 @@ def test_smoke_comparison_reports_every_baseline(smoke_comparison):
         assert label in text
     for picture in ("mge_vs_k.png", "group_size.png"):
         assert os.path.getsize(os.path.join(workdir, picture)) > 1000
+
+
+def test_every_ranker_is_selected_on_validation_and_its_training_reported(smoke_comparison):
+    workdir, _, _ = smoke_comparison
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        training_records = json.load(f)["training"]
+    stages = training_records["7"]
+    for name in ("dnn", "prm", "nar", "supervised_ar", "goalrank", "goalrank_K2"):
+        record = stages[name]
+        assert record["selected_step"] in range(2, record["num_steps"] + 1, 2), name
+        assert record["steps"] == record["num_steps"] and record["epochs"] > 0
+    with open(os.path.join(workdir, "seed_7", "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    for name, evaluations in (("dnn", 2), ("goalrank", 3)):  # 4 and 6 steps, every 2
+        key = f"validation/{name}/N@3"
+        values = [row[key] for row in logged if key in row]
+        assert len(values) == evaluations and all(0.0 <= v <= 1.0 for v in values)
+    with open(os.path.join(workdir, "comparison.md")) as f:
+        assert "## Training" in f.read()
 
 
 def test_rerun_is_served_from_the_cache(smoke_comparison):

@@ -110,6 +110,7 @@ class SharedStages:
     simulator_params: Any = None
     reward_model: Any = None
     seconds: dict[str, float] | None = None
+    records: dict[str, dict] | None = None  # the shared stages' records, once built
 
     def build(self) -> None:
         if self.dataset is not None:
@@ -139,12 +140,13 @@ class SharedStages:
             finally:
                 shared.close()
             seconds.update(shared.seconds)
+            self.records = shared.records
         self.seconds = _add_shared_seconds(self.workdir, seconds)
 
 
-def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict[str, float]]:
+def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict, dict]:
     """Trains every model of ``seed`` (cached stages restored) and evaluates them; writes
-    ``seed_dir/results.json``; returns (rows, seconds per stage)."""
+    ``seed_dir/results.json``; returns (rows, seconds per stage, stage records)."""
     seed_start = time.time()
     experiment, comparison, dataset = shared.experiment, shared.comparison, shared.dataset
     seed_experiment = dataclasses.replace(experiment, seed=seed)
@@ -180,9 +182,14 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict
     seconds["seed_total"] = time.time() - seed_start
     _write_json(
         os.path.join(seed_dir, RESULTS_FILE),
-        {"rows": results, "seconds": seconds, "split": comparison.split},
+        {
+            "rows": results,
+            "seconds": seconds,
+            "stages": models.train_records,
+            "split": comparison.split,
+        },
     )
-    return results, seconds
+    return results, seconds, models.train_records
 
 
 def _start(experiment, comparison, workdir: str):
@@ -222,7 +229,7 @@ def run_comparison(
     mesh = sharding.mesh_from_config(experiment.mesh)
     experiment = _start(experiment, comparison, workdir)
     rows = expected_rows(experiment, comparison)
-    per_seed, timings = {}, {}
+    per_seed, timings, records = {}, {}, {}
     shared = SharedStages(experiment, comparison, workdir, mesh, log_fn)
     with jax.set_mesh(mesh):
         for index, seed in enumerate(comparison.seeds):
@@ -231,13 +238,14 @@ def run_comparison(
             if cached is not None:
                 log_fn(f"[compare] seed {seed}: cached results in {seed_dir}")
                 per_seed[seed], timings[f"seed {seed}"] = cached["rows"], cached["seconds"]
+                records[seed] = cached.get("stages", {})
                 continue
             if report_only:
                 log_fn(f"[compare] seed {seed}: no complete cached results; left out")
                 continue
             log_fn(f"[compare] seed {seed} ({index + 1}/{len(comparison.seeds)})")
             shared.build()
-            per_seed[seed], seconds = run_seed(shared, seed, seed_dir)
+            per_seed[seed], seconds, records[seed] = run_seed(shared, seed, seed_dir)
             timings[f"seed {seed}"] = seconds
             done, elapsed = index + 1, time.time() - start
             log_fn(
@@ -247,10 +255,14 @@ def run_comparison(
             )
     if not per_seed:
         raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
+    if shared.records:
+        records = {"shared by all seeds": shared.records, **records}
     shared_totals = shared.seconds or _add_shared_seconds(workdir, {})
     if shared_totals:
         timings = {"shared by all seeds": shared_totals, **timings}
-    document = _write_report(experiment, comparison, workdir, per_seed, command, timings, log_fn)
+    document = _write_report(
+        experiment, comparison, workdir, per_seed, command, timings, records, log_fn
+    )
     log_fn(
         f"[compare] report: {os.path.join(workdir, 'comparison.md')} "
         f"(total {format_duration(time.time() - start)})"
@@ -258,7 +270,9 @@ def run_comparison(
     return document
 
 
-def _write_report(experiment, comparison, workdir, per_seed, command, timings, log_fn) -> dict:
+def _write_report(
+    experiment, comparison, workdir, per_seed, command, timings, records, log_fn
+) -> dict:
     """comparison.md / .json / PNGs; prints the main table."""
     gro = experiment.gro
     document = report.write(
@@ -277,13 +291,19 @@ def _write_report(experiment, comparison, workdir, per_seed, command, timings, l
             "w_G": gro.supervised_weight,
             "loss": gro.loss_form,
             "groups": gro.group_construction,
-            "steps": experiment.train.num_steps,
+            "budget": (
+                f"{experiment.train.num_epochs:g} epochs"
+                if experiment.train.num_epochs
+                else f"{experiment.train.num_steps} steps"
+            ),
             "batch": experiment.train.batch_size,
+            "selection": comparison.select_metric or "last state",
             "reward model": experiment.reward_model.kind,
             "G-E proposals": comparison.num_proposals,
         },
         command=command,
         timings=timings,
+        records=records,
     )
     print_table = [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
     print_table += [(r, report.LABELS[r]) for r in report.GE]

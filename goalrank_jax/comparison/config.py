@@ -18,6 +18,8 @@ from goalrank_jax import config_fields, configs
 # reward model). GoalRank: goalrank (the experiment's GRO settings) and its ablations.
 METHODS = ("dnn", "prm", "supervised_ar", "nar4rec_ge", "pier_ge", "mge", "goalrank")
 ABLATIONS = ("group_size", "loss_form", "group_construction")
+# Metric families compare.select_metric may name (logged-label metrics of a ranker's lists).
+SELECT_METRICS = ("H", "N", "M", "F1", "AUC")
 
 
 def _check_subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
@@ -38,6 +40,12 @@ class ComparisonConfig:
     # seeds vary the rankers' training only; False: each seed trains its own.
     shared_reward_model: bool = True
     split: str = "test"  # Split the methods are compared on (no model selection on it).
+    # Model selection of every trained ranker (DNN, PRM, NAR, the supervised AR generator, every
+    # GoalRank run) on this metric of its own lists on the validation split (e.g. "N@6"; one of
+    # H@L, N@L, M@L, F1@L, AUC): evaluated every eval interval of the method's stage, the best
+    # state kept, stopped after `patience` evaluations without a new best. "" = no selection
+    # (the last state of a fixed budget).
+    select_metric: str = ""
     # Training of the DNN, PRM and NAR baselines (BCE / likelihood on logged feedback); their
     # sizes are those of the experiment's `generator` group, so every method has the same width.
     baseline_train: configs.StageConfig = dataclasses.field(default_factory=configs.StageConfig)
@@ -65,6 +73,11 @@ class ComparisonConfig:
                 f"ComparisonConfig.split must be validation or test, got {self.split!r}"
             )
         self.baseline_train.validate()
+        if self.select_metric and self.select_metric.split("@")[0] not in SELECT_METRICS:
+            raise ValueError(
+                f"ComparisonConfig.select_metric must be '' or one of {SELECT_METRICS} (with @L "
+                f"where ranked), got {self.select_metric!r}"
+            )
 
 
 def from_config_dict(config: Any, num_devices: int = 1):
@@ -82,6 +95,12 @@ def from_config_dict(config: Any, num_devices: int = 1):
     from goalrank_jax.comparison import training
 
     training.goalrank_runs(experiment, comparison)  # every derived GRO setting is valid
+    metric, _, cutoff = comparison.select_metric.partition("@")
+    if cutoff and cutoff != str(experiment.data.list_len):
+        raise ValueError(
+            f"compare.select_metric {comparison.select_metric!r} must rank at L="
+            f"{experiment.data.list_len} (e.g. {metric}@{experiment.data.list_len})."
+        )
     if comparison.baseline_train.batch_size % num_devices:
         raise ValueError(
             f"compare.baseline_train.batch_size ({comparison.baseline_train.batch_size}) must be "

@@ -310,6 +310,31 @@ def timing_lines(timings: dict[int, dict[str, float]]) -> list[str]:
     return lines + [""]
 
 
+def training_lines(records: dict[int, dict[str, dict]]) -> list[str]:
+    """How far each method trained, per seed: epochs, steps of the budget, early stop and the
+    step selected on validation."""
+    if not any(records.values()):
+        return []
+    lines = [
+        "## Training",
+        "",
+        "Epochs of the train split each stage trained, its step budget, whether it stopped early",
+        "and the step selected on validation (`-` = the last state).",
+        "",
+        "| seed | stage | epochs | steps / budget | stopped early | selected step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed, stages in records.items():
+        for stage, r in stages.items():
+            selected = r.get("selected_step")
+            lines.append(
+                f"| {seed} | {stage} | {r['epochs']:.2f} | {r['steps']} / {r['num_steps']} | "
+                f"{'yes' if r['stopped_early'] else 'no'} | "
+                f"{'-' if selected is None else selected} |"
+            )
+    return lines + [""]
+
+
 def header_lines(dataset, command, seeds, split, metric, defaults) -> list[str]:
     return [
         f"# Comparison on {dataset}",
@@ -350,8 +375,11 @@ def write(
     defaults: dict[str, object],
     command: str,
     timings: dict[int, dict[str, float]],
+    records: dict[int, dict[str, dict]] | None = None,
 ) -> dict:
-    """Writes comparison.md, comparison.json and the plots; returns the JSON document."""
+    """Writes comparison.md, comparison.json and the plots; returns the JSON document.
+    ``records``: seed -> stage -> how far it trained (``stages.record``)."""
+    records = {str(k): v for k, v in (records or {}).items()}
     seeds = sorted(per_seed)
     results = [dict(per_seed[s]) for s in seeds]
     for r in results:
@@ -374,6 +402,7 @@ def write(
     for picture, heading, alt, rows in picture_sections(summary, ks, group_sizes):
         if picture in pictures:  # (mge_vs_k.png always is)
             lines += section(heading, picture, alt, table(summary, rows, columns))
+    lines += training_lines(records)
     lines += timing_lines(timings)
     _replace_file(os.path.join(output_dir, "comparison.md"), lambda f: f.write("\n".join(lines)))
     document = {
@@ -391,6 +420,7 @@ def write(
         "ordering_other_metrics": other_checks,
         "plots": pictures,
         "timings": timings,
+        "training": records,
     }
     _replace_file(
         os.path.join(output_dir, "comparison.json"),

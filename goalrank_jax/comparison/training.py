@@ -17,9 +17,11 @@ from typing import Any
 import jax
 
 import goalrank_jax.models as models_lib
-from goalrank_jax import configs, policies, sharding, stages
+from goalrank_jax import configs, policies, sampling, sharding, stages
+from goalrank_jax import evaluate as evaluate_lib
 from goalrank_jax import run as run_lib
 from goalrank_jax import train_step as ts
+from goalrank_jax.comparison import evaluation
 from goalrank_jax.metric_writer import MetricWriter
 from goalrank_jax.models import baselines, make_reward_model
 from goalrank_jax.models import reward_model as rm
@@ -102,6 +104,8 @@ class SeedModels:
     nar: tuple[Any, Any] | None
     generators: dict[str, tuple[policies.GeneratorPolicy, Any]]
     train_seconds: dict[str, float]
+    # name -> how far the stage trained (stages.record: steps, epochs, stopped_early, ...).
+    train_records: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def needed_baselines(comparison) -> set[str]:
@@ -146,31 +150,77 @@ class SeedTrainer:
             experiment, dataset, seed_dir, mesh, self.writer, log_fn
         )
         self.seconds: dict[str, float] = {}
+        self.records: dict[str, dict] = {}
 
     def close(self):
         self.writer.close()
 
     def _train(self, stage: stages.Stage):
-        """The stage's trained parameters, replicated for the evaluation."""
+        """The stage's trained parameters (the state selected on validation under
+        ``compare.select_metric``), replicated for the evaluation."""
         start = time.time()
         state = stages.train(self.context, stage)
         self.seconds[stage.name] = time.time() - start
+        self.records[stage.name] = stages.record(self.context, stage)
         return sharding.put_replicated(state.params, self.mesh)
 
-    def _scorer(self, name: str, evaluator, stage_config, config_path: str):
-        """A list scorer trained by BCE on logged feedback -> (evaluator, params)."""
+    def selected(self, stage: stages.Stage, lists_fn) -> stages.Stage:
+        """``stage`` selected on ``compare.select_metric`` of its lists on validation:
+        ``lists_fn(params, batch) -> [B, L]``; unchanged without a select metric."""
+        metric = self.comparison.select_metric
+        if not metric:
+            return stage
+        key = f"validation/{stage.name}/{metric}"
+        validation = evaluate_lib.ListsValidation(
+            lists_fn, self.dataset, self.experiment.eval, self.mesh
+        )
+        return dataclasses.replace(
+            stage,
+            stage_config=dataclasses.replace(stage.stage_config, select_metric=key),
+            eval_fn=lambda state: {key: validation(state.params)[metric]},
+        )
+
+    def _scorer(self, name: str, evaluator, stage_config, config_path: str, select=False):
+        """A list scorer trained by BCE on logged feedback -> (evaluator, params); with
+        ``select`` its sort is selected on validation (the reward model keeps its own
+        ``reward_model.train.select_metric``)."""
         stage = run_lib.scorer_stage(
             name, f"compare/{name}", config_path, stage_config, evaluator, self.context
         )
+        if select:
+            list_len = self.dataset.list_len
+            stage = self.selected(stage, lambda p, b: evaluator.greedy(p, b, list_len))
         return evaluator, self._train(stage)
 
     def reward_model(self):
-        """The frozen evaluator shared by GoalRank and every G-E / MG-E method of the seed."""
+        """The frozen evaluator shared by GoalRank and every G-E / MG-E method of the seed,
+        selected on its validation AUC when ``reward_model.train.select_metric`` says so."""
         exp = self.experiment
         evaluator = run_lib.reward_model_evaluator(
             exp.reward_model.kind, exp.reward_model.model, self.dataset
         )
-        return self._scorer("reward_model", evaluator, exp.reward_model.train, "reward_model.train")
+        stage = run_lib.scorer_stage(
+            "reward_model",
+            "compare/reward_model",
+            "reward_model.train",
+            exp.reward_model.train,
+            evaluator,
+            self.context,
+        )
+        if exp.reward_model.train.select_metric:
+            validation = evaluate_lib.ListsValidation(
+                lambda p, b: evaluator.greedy(p, b, self.dataset.list_len),
+                self.dataset,
+                exp.eval,
+                self.mesh,
+                scores_fn=evaluator.candidate_scores,
+            )
+            metric = exp.reward_model.train.select_metric.rsplit("/", 1)[-1]
+            name = exp.reward_model.train.select_metric
+            stage = dataclasses.replace(
+                stage, eval_fn=lambda state: {name: validation(state.params)[metric]}
+            )
+        return evaluator, self._train(stage)
 
     def baseline_module(self, name: str) -> Backbone:
         model_config = self.experiment.generator
@@ -190,15 +240,21 @@ class SeedTrainer:
 
     def nar(self):
         module = self.baseline_module("nar")
+        list_len = self.dataset.list_len
         stage = stages.Stage(
             name="nar",
             streams="compare/nar",
             config_path="compare.baseline_train",
             stage_config=self.comparison.baseline_train,
             init=lambda key: module.init(key, self.context.init_batch),
-            step=functools.partial(nar_train_step, module=module, list_len=self.dataset.list_len),
+            step=functools.partial(nar_train_step, module=module, list_len=list_len),
         )
-        return module, self._train(stage)
+
+        def greedy(params, batch):
+            step = evaluation.nar_decode_step(module.apply(params, batch))
+            return sampling.decode(step, None, batch["cand_mask"], list_len)
+
+        return module, self._train(self.selected(stage, greedy))
 
     def generator(self, run_spec: GoalRankRun, evaluator, reward_params):
         # The same initial parameters, batches and key stream for every GoalRank run of a seed.
@@ -207,7 +263,7 @@ class SeedTrainer:
         stage = run_lib.generator_stage(
             exp, policy, evaluator, self.context, reward_params, name=run_spec.name
         )
-        return policy, self._train(stage)
+        return policy, self._train(self.selected(stage, policy.greedy))
 
     def train_all(self, shared_reward_model=None) -> SeedModels:
         """Every model of the seed; ``shared_reward_model`` = (evaluator, params) trained once
@@ -225,9 +281,18 @@ class SeedTrainer:
                     policies.Evaluator(self.baseline_module(name), "pointwise"),
                     self.comparison.baseline_train,
                     "compare.baseline_train",
+                    select=True,
                 )
         nar = self.nar() if "nar" in needed else None
         generators = {}
         for run_spec in goalrank_runs(self.experiment, self.comparison):
             generators[run_spec.name] = self.generator(run_spec, evaluator, reward_params)
-        return SeedModels(evaluator, reward_params, scorers, nar, generators, dict(self.seconds))
+        return SeedModels(
+            evaluator,
+            reward_params,
+            scorers,
+            nar,
+            generators,
+            dict(self.seconds),
+            dict(self.records),
+        )

@@ -65,6 +65,9 @@ class EnvConfig:
     # Temperature of that retrieval: it draws the M items by relevance_logit / T + Gumbel, so a
     # large T retrieves broadly and the ranker's choice among them carries the relevance.
     retrieval_temperature: float = 1.0
+    # Share of the user-item affinity term that retrieval sees (1 = the full relevance; 0 = the
+    # coarse signals only: category preference and popularity). The ranker always sees it all.
+    retrieval_affinity: float = 1.0
     # Exponent of the Zipf law of the raw item popularity (1 / rank ** exponent).
     popularity_zipf_exponent: float = 1.0
     # Parameters of the true list-wise response model.
@@ -128,6 +131,10 @@ class EnvConfig:
         for name, value in non_negative.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if not 0 <= self.retrieval_affinity <= 1:
+            raise ValueError(
+                f"retrieval_affinity must be in [0, 1], got {self.retrieval_affinity!r}"
+            )
         if not 0 < self.category_pref_smoothing <= 1:
             raise ValueError(
                 f"category_pref_smoothing must be in (0, 1], got {self.category_pref_smoothing!r}"
@@ -193,7 +200,7 @@ def make_world(cfg: EnvConfig) -> World:
 
 
 def relevance_logits(
-    world: World, cfg: EnvConfig, users: np.ndarray, items: np.ndarray
+    world: World, cfg: EnvConfig, users: np.ndarray, items: np.ndarray, affinity_share=1.0
 ) -> np.ndarray:
     """True relevance logits of items for users (host side).
 
@@ -208,6 +215,8 @@ def relevance_logits(
         cfg: the configuration the world was made from.
         users: [B] int user ids.
         items: [B, M] int item ids.
+        affinity_share: weight of the affinity term (1 = the true relevance; the retrieval of
+            the logging system sees ``retrieval_affinity``).
 
     Returns:
         [B, M] float32 relevance logits.
@@ -220,7 +229,7 @@ def relevance_logits(
     pref = world.user_category_pref[users[:, None], world.item_category[items]]
     logits = (
         cfg.base_logit
-        + cfg.relevance_scale * affinity
+        + affinity_share * cfg.relevance_scale * affinity
         + cfg.popularity_weight * world.item_popularity[items]
         + cfg.category_weight * np.log(cfg.num_categories * pref)
     )
@@ -246,7 +255,8 @@ def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
     (``impression_size`` 0) the logging ranker ranks every item the user has not been shown by
     relevance_logit / T + Gumbel noise and shows the top L in score order (a Plackett-Luce sample
     of softmax(relevance / T) without replacement). With ``impression_size`` M > 0 a stage-1
-    retrieval first draws M unseen items the same way at ``retrieval_temperature``, and the
+    retrieval first draws M unseen items the same way at ``retrieval_temperature`` (seeing
+    ``retrieval_affinity`` of the affinity term), and the
     ranker shows the top L of those M; the M - L it did not show are returned too. Labels are
     Bernoulli draws of the true click probabilities of the list as shown. Rows are ordered by
     user, then by request index. Deterministic from cfg.seed.
@@ -269,12 +279,15 @@ def simulate_logs(world: World, cfg: EnvConfig) -> dict[str, np.ndarray]:
     users = np.arange(num_users)
     all_items = np.broadcast_to(np.arange(num_items), (num_users, num_items))
     rel = relevance_logits(world, cfg, users, all_items)
+    coarse = rel
+    if size and cfg.retrieval_affinity != 1.0:
+        coarse = relevance_logits(world, cfg, users, all_items, cfg.retrieval_affinity)
     seen = np.zeros((num_users, num_items), dtype=bool)
     shown = np.empty((num_users, num_requests, list_len), dtype=np.int32)
     unshown = np.empty((num_users, num_requests, max(size - list_len, 0)), dtype=np.int32)
     for request in range(num_requests):
         if size:
-            pool = _top_by_noisy_score(rel, cfg.retrieval_temperature, ~seen, size, rng)
+            pool = _top_by_noisy_score(coarse, cfg.retrieval_temperature, ~seen, size, rng)
             pool_rel = np.take_along_axis(rel, pool, axis=1)
             picked = _top_by_noisy_score(
                 pool_rel, cfg.logging_temperature, np.ones(pool.shape, bool), list_len, rng
