@@ -1,10 +1,12 @@
 """Reference rewards of the default synthetic environment, printed as JSON.
 
 Builds the default world, simulates its logs and, for a random sample of logged requests, builds
-a candidate set of N items: the L logged items plus the N - L best items the user has not been
-shown yet (up to and including this request) under a noisy relevance score, shuffled. On these
-candidate sets it scores, under the true model, the logged list, the true-relevance sort, the
-greedy list and the beam-search oracle.
+a candidate set of N items: the L logged items plus N - L others, shuffled. The others are the
+world's own impression (the first N - L items its retrieval drew and its ranker did not show)
+when the world logs one (``impression_size`` >= N), else the N - L best items the user has not
+been shown yet under a noisy relevance score. On these candidate sets it scores, under the true
+model, uniformly random lists, the logged list, the true-relevance sort, the greedy list and the
+beam-search oracle, and prints the logged positive rate.
 
 Usage: python benchmarks/env_report.py [--num_requests 2000] [--num_candidates 50]
 """
@@ -30,7 +32,7 @@ def build_candidates(
     retriever_temperature: float,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate sets of sampled logged requests.
+    """Candidate sets of sampled logged requests (the impression when the logs hold one).
 
     Args:
         world: the generated world.
@@ -58,7 +60,11 @@ def build_candidates(
     score = rel / retriever_temperature + rng.gumbel(size=rel.shape)
     score[seen] = -np.inf
     num_extra = num_candidates - list_len
-    extra = np.argpartition(-score, num_extra - 1, axis=1)[:, :num_extra]
+    if logs["unshown"].shape[1] >= num_extra:
+        # The world's own impression: the items its retrieval drew and its ranker did not show.
+        extra = logs["unshown"][rows, :num_extra]
+    else:
+        extra = np.argpartition(-score, num_extra - 1, axis=1)[:, :num_extra]
     cand_items = np.concatenate([logs["items"][rows], extra], axis=1)
     order = np.argsort(rng.random(cand_items.shape), axis=1)
     cand_items = np.take_along_axis(cand_items, order, axis=1).astype(np.int32)
@@ -108,7 +114,9 @@ def main() -> None:
         cand_rel, cand_cat, cand_partner, cand_mask, cfg.list_len, args.beam_width, params
     )
     oracle = float(jnp.mean(beam_rewards))
+    random_lists = np.argsort(rng.random(cand_items.shape), axis=1)[:, : cfg.list_len]
     rewards = {
+        "random": reward(random_lists),
         "logged": reward(logged_pos),
         "relevance_sort": reward(np.asarray(sort_lists)),
         "greedy_true_model": float(jnp.mean(greedy_rewards)),

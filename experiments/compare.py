@@ -12,9 +12,10 @@ the ``compare`` group documented in goalrank_jax/comparison/config.py. Override 
 with --config.<field>=<value>, e.g. --config.compare.seeds=1,2,3,4,5.
 
 CPU sizing: every generator-like model (GoalRank, the supervised AR generator, DNN, PRM, NAR)
-has the width of the `generator` group (D=32); GoalRank uses the fast generator variant so the
-36 GoalRank trainings of the default comparison (3 seeds x 12 settings) fit on a 2-core CPU.
-All stages train a fixed number of steps (no model selection), the same for every seed.
+has the width of the `generator` group (D=64, the reward model's); GoalRank uses the fast
+generator variant. Every ranker trains up to the same number of epochs, is evaluated on the
+validation split every epoch and keeps its best validation N@L (`compare.select_metric`), with
+early stopping; the reward model trains as in experiments/goalrank.py.
 """
 
 import importlib.util
@@ -37,10 +38,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     dataset, smoke = base.parse_args(arg)
     cfg = base.get_config(arg)
     cfg.generator.variant = "fast"  # Fast generator: candidates encoded once per request.
-    # A fixed budget, the same for every method and seed: no selection on validation.
-    for stage in (cfg.train, cfg.reward_model.train, cfg.simulator.train):
-        stage.select_metric = ""
-        stage.eval_every = 0
     cfg.compare = ml_collections.ConfigDict(configs.to_dict(comparison_config.ComparisonConfig()))
     cmp = cfg.compare
     cmp.seeds = (1, 2, 3)  # One repetition of every ranker's training per seed.
@@ -52,10 +49,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cmp.num_proposals = 100  # Lists each G-E generator proposes per request.
     cmp.split = "test"
     # DNN, PRM and NAR baselines: BCE / likelihood on the logged feedback.
-    cmp.baseline_train.num_steps = 1000
+    # Every ranker (DNN, PRM, NAR, the supervised AR generator, every GoalRank run) is selected
+    # on its own validation N@L, evaluated every epoch, under the same budget in epochs as the
+    # GoalRank generator (experiments/goalrank.py: up to 20 epochs, patience 3).
+    cmp.select_metric = f"N@{cfg.data.list_len}"
+    cmp.baseline_train.num_epochs = cfg.train.num_epochs
+    cmp.baseline_train.eval_every_epochs = cfg.train.eval_every_epochs
+    cmp.baseline_train.patience = cfg.train.patience
     cmp.baseline_train.batch_size = 128
     cmp.baseline_train.log_every = 100
-    cmp.baseline_train.eval_every = 0
     cmp.baseline_train.checkpoint_every = 500
     cmp.baseline_train.optim.learning_rate = 3e-3
     if smoke:
@@ -65,6 +67,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cmp.mge_ks = (1, 3, 8)
         cmp.num_proposals = 4
         cmp.baseline_train.num_steps = 4
+        cmp.baseline_train.num_epochs = 0
+        cmp.baseline_train.eval_every_epochs = 0
+        cmp.baseline_train.patience = 0
+        cmp.baseline_train.eval_every = 0
         cmp.baseline_train.batch_size = 16
         cmp.baseline_train.log_every = 2
         cmp.baseline_train.checkpoint_every = 2

@@ -48,6 +48,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # A fixed budget, the same for every size: no selection on validation, last state evaluated.
     cfg.train.select_metric = ""
     cfg.train.eval_every = 0
+    cfg.train.num_epochs = 0  # A budget in steps, not epochs, and no early stopping.
+    cfg.train.eval_every_epochs = 0
+    cfg.train.patience = 0
     cfg.train.num_steps = 400  # Generator steps of every run (the study's budget).
     cfg.train.batch_size = 32  # Requests per generator step (the study's budget).
     cfg.train.checkpoint_every = 100  # Interrupted runs resume from here.

@@ -72,7 +72,9 @@ class ComparisonConfig:
             raise ValueError(
                 f"ComparisonConfig.split must be validation or test, got {self.split!r}"
             )
-        self.baseline_train.validate()
+        # The baselines' select metric is set per stage from select_metric.
+        placeholder = f"validation/baseline/{self.select_metric}" if self.select_metric else ""
+        dataclasses.replace(self.baseline_train, select_metric=placeholder).validate()
         if self.select_metric and self.select_metric.split("@")[0] not in SELECT_METRICS:
             raise ValueError(
                 f"ComparisonConfig.select_metric must be '' or one of {SELECT_METRICS} (with @L "

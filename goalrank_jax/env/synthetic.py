@@ -32,19 +32,19 @@ class EnvConfig:
     # Seed of every host-side random draw (world and logs).
     seed: int = 0
     # Number of users U.
-    num_users: int = 1000
+    num_users: int = 2000
     # Number of items I.
-    num_items: int = 2000
+    num_items: int = 4000
     # Number of item categories C (at least 2, so that each category has a distinct partner).
     num_categories: int = 20
     # Dimension d of the user and item latent vectors.
     latent_dim: int = 16
     # Logged requests per user; R = num_users * requests_per_user.
-    requests_per_user: int = 60
+    requests_per_user: int = 30
     # Length L of every logged list.
     list_len: int = 6
     # Weight of the user-item affinity <u, v_i> / sqrt(d) in the relevance logit.
-    relevance_scale: float = 1.5
+    relevance_scale: float = 0.75
     # Weight of the standardised log-popularity of the item in the relevance logit.
     popularity_weight: float = 0.3
     # Dirichlet concentration of each user's category preferences (small: few liked categories).
@@ -55,16 +55,16 @@ class EnvConfig:
     # Weight of the category term log(C * pref[u, c_i]) in the relevance logit.
     category_weight: float = 1.0
     # Constant offset of every relevance logit.
-    base_logit: float = -2.0
+    base_logit: float = -1.5
     # Temperature of the logging policy: it ranks by relevance_logit / T + Gumbel noise.
     logging_temperature: float = 1.0
     # M: candidates the world's own stage-1 retrieval draws per request, from which the logging
     # ranker shows L (as real systems log the list their ranker chose from what they retrieved).
     # 0 = no retrieval: the ranker ranks every item the user has not been shown.
-    impression_size: int = 0
+    impression_size: int = 50
     # Temperature of that retrieval: it draws the M items by relevance_logit / T + Gumbel, so a
     # large T retrieves broadly and the ranker's choice among them carries the relevance.
-    retrieval_temperature: float = 1.0
+    retrieval_temperature: float = 3.0
     # Share of the user-item affinity term that retrieval sees (1 = the full relevance; 0 = the
     # coarse signals only: category preference and popularity). The ranker always sees it all.
     retrieval_affinity: float = 1.0
