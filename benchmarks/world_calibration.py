@@ -39,6 +39,7 @@ BEFORE = (
     "--config.data.env.retrieval_temperature=1",
     "--config.data.env.retrieval_affinity=1",
     "--config.data.env.relevance_scale=1.5",
+    "--config.data.env.base_logit=-2",
     "--config.data.env.latent_dim=16",
     "--config.data.item_features=false",
 )

@@ -37,6 +37,10 @@ def prepare_data(
     log_fn(f"[data] preparing {config.data.dataset!r} under {data_dir}")
     dataset = pipeline.load_dataset(config.data, data_dir, log_fn)
     log_fn("[data] statistics: " + json.dumps(dataset.stats))
+    log_fn(
+        f"[data] vocabulary: {dataset.num_users} users, {dataset.num_items} items, "
+        f"{dataset.num_item_features} item features"
+    )
     return dataset
 
 

@@ -21,6 +21,10 @@ def _config(data_dir, **train):
     spec.loader.exec_module(module)
     cfg = module.get_config("smoke")
     cfg.data.data_dir = data_dir
+    # An interruption is simulated by a shorter budget, whose end would be one more validation
+    # evaluation under model selection: the uninterrupted run is compared without selection
+    # (selection across a resume: tests/model_selection_test.py).
+    cfg.train.select_metric = ""
     for key, value in train.items():
         cfg.train[key] = value
     return configs.from_config_dict(cfg)

@@ -152,7 +152,9 @@ def test_impression_candidates_are_the_unshown_retrieved_items():
 
 def test_impression_candidates_need_the_synthetic_world_with_enough_retrieved_items():
     with pytest.raises(ValueError, match="impression"):
-        configs.DataConfig(candidates="impression").validate()  # impression_size 0
+        configs.DataConfig(
+            candidates="impression", env=synthetic.EnvConfig(impression_size=0)
+        ).validate()
     with pytest.raises(ValueError, match="impression"):
         configs.DataConfig(
             dataset="ml100k",

@@ -54,9 +54,33 @@ def test_eval_shape_count_equals_initialised_count(variant):
         "user_embed": USERS * dim,
         "label_embed": 2 * dim,
         "item_bias": ITEMS,
+        "feature_embed": 0,
     }
     assert counted.embedding == ITEMS * dim + USERS * dim + 2 * dim + ITEMS
     assert counted.non_embedding == counted.total - counted.embedding
+
+
+@pytest.mark.parametrize("variant", ["prefix", "fast"])
+def test_item_side_features_add_one_embedding_table(variant):
+    model = presets.apply_preset(configs.ModelConfig(), "0.01m", variant)
+    features = 7
+    batch = _real_batch()
+    rng = np.random.default_rng(3)
+    for field in ("history", "cand"):
+        items = batch[f"{field}_items"]
+        batch[f"{field}_item_features"] = rng.integers(-1, features, items.shape + (2,)).astype(
+            np.int32
+        )
+    params = make_generator(model, USERS, ITEMS, features).init(jax.random.key(1), batch)
+    sizes = [np.asarray(x).size for x in jax.tree_util.tree_leaves(params)]
+    counted = presets.count_generator(
+        model, USERS, ITEMS, CANDIDATES, HISTORY, num_item_features=features
+    )
+    plain = presets.count_generator(model, USERS, ITEMS, CANDIDATES, HISTORY)
+    assert counted.total == sum(sizes)
+    assert counted.by_table["feature_embed"] == features * model.embed_dim
+    assert counted.total - plain.total == features * model.embed_dim
+    assert counted.non_embedding == plain.non_embedding
 
 
 def test_counts_do_not_depend_on_the_history_length():
@@ -116,7 +140,9 @@ def test_size_arg_applies_the_preset_and_combines_with_the_others():
     cfg = configs.from_config_dict(module.get_config("smoke,size=1m,variant=fast"))
     assert cfg.generator == presets.apply_preset(configs.ModelConfig(), "1m", "fast")
     assert cfg.data.num_candidates == 12  # smoke data kept
-    prefix = configs.from_config_dict(module.get_config("size=0.1m"))
+    default = configs.from_config_dict(module.get_config("size=0.1m"))
+    assert default.generator == presets.apply_preset(default.generator, "0.1m", "fast")
+    prefix = configs.from_config_dict(module.get_config("size=0.1m,variant=prefix"))
     assert (prefix.generator.variant, prefix.generator.num_layers) == ("prefix", 3)
     real = module.get_config("dataset=ml100k,smoke,size=0.3m")
     assert real.data.dataset == "ml100k" and real.generator.embed_dim == 80

@@ -229,7 +229,7 @@ def test_impression_logs_show_the_rankers_choice_from_the_retrieved_items():
 def test_no_impression_keeps_the_logs_of_the_ranker_over_every_unseen_item():
     """impression_size=0 draws exactly what the logging policy always drew: its top L unseen
     items by relevance / T + Gumbel, with one Gumbel draw per (user, item) per request."""
-    cfg = dataclasses.replace(SMALL_CFG, num_users=5, requests_per_user=3)
+    cfg = dataclasses.replace(SMALL_CFG, num_users=5, requests_per_user=3, impression_size=0)
     world = synthetic.make_world(cfg)
     logs = synthetic.simulate_logs(world, cfg)
     assert logs["unshown"].shape == (15, 0)
@@ -259,7 +259,7 @@ def test_no_impression_keeps_the_logs_of_the_ranker_over_every_unseen_item():
         ({"latent_dim": 0}, "latent_dim"),
         ({"list_len": 0}, "list_len"),
         ({"num_items": 4, "list_len": 6, "requests_per_user": 1}, "list_len"),
-        ({"requests_per_user": 400}, "requests_per_user"),
+        ({"requests_per_user": 1000}, "requests_per_user"),
         ({"logging_temperature": 0.0}, "logging_temperature"),
         ({"category_preference_concentration": -1.0}, "category_preference_concentration"),
         ({"category_pref_smoothing": 0.0}, "category_pref_smoothing"),

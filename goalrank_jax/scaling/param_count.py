@@ -51,6 +51,13 @@ _VARIANT = flags.DEFINE_enum(
 _TABLE = flags.DEFINE_bool("table", False, "Print every preset, both variants, as markdown.")
 _NUM_USERS = flags.DEFINE_integer("num_users", 0, "User vocabulary (default: the config's).")
 _NUM_ITEMS = flags.DEFINE_integer("num_items", 0, "Item vocabulary (default: the config's).")
+_NUM_ITEM_FEATURES = flags.DEFINE_integer(
+    "num_item_features",
+    -1,
+    "Item side-feature vocabulary (default -1: the synthetic world's categories when "
+    "data.item_features is on, else 0; real data: the 'item features' of its '[data] vocabulary' "
+    "line).",
+)
 
 
 def main(argv):
@@ -60,6 +67,7 @@ def main(argv):
     try:
         config = configs.from_config_dict(_CONFIG.value)
         users, items = presets.vocabulary(config.data, _NUM_USERS.value, _NUM_ITEMS.value)
+        features = presets.feature_vocabulary(config.data, _NUM_ITEM_FEATURES.value)
         model = config.generator
         size = config_arg_size(config_flags.get_config_filename(flags.FLAGS["config"]))
         if _VARIANT.value:
@@ -71,11 +79,13 @@ def main(argv):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     n = config.data.num_candidates
-    print(f"vocabulary: {users:,} users, {items:,} items; N={n} candidates")
+    print(
+        f"vocabulary: {users:,} users, {items:,} items, {features} item features; N={n} candidates"
+    )
     if _TABLE.value:
-        print(presets.markdown_table(presets.preset_rows(model, users, items, n)))
+        print(presets.markdown_table(presets.preset_rows(model, users, items, n, features)))
         return
-    counted = presets.count_generator(model, users, items, n)
+    counted = presets.count_generator(model, users, items, n, num_item_features=features)
     print(
         f"generator: variant={model.variant}{f' size={size}' if size else ''} "
         f"D={model.embed_dim} heads={model.num_heads} ff={model.ff_dim} "

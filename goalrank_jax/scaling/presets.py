@@ -111,7 +111,7 @@ def sorted_names(names) -> list[str]:
 
 # Parameter counts (``python -m goalrank_jax.scaling.param_count`` prints them).
 
-EMBEDDING_TABLES = ("item_embed", "user_embed", "label_embed", "item_bias")
+EMBEDDING_TABLES = ("item_embed", "user_embed", "label_embed", "item_bias", "feature_embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +125,22 @@ class ParamCount:
         return self.total - self.embedding
 
 
-def abstract_batch(num_candidates: int, history_len: int, batch_size: int = 1) -> dict:
+def abstract_batch(
+    num_candidates: int, history_len: int, batch_size: int = 1, item_features: bool = False
+) -> dict:
     """ShapeDtypeStructs of the request features a generator's ``init`` reads: user_id [B],
-    history_items / history_labels / history_mask [B, H], cand_items / cand_mask [B, N]."""
+    history_items / history_labels / history_mask [B, H], cand_items / cand_mask [B, N], and
+    with ``item_features`` one side feature per item (history_item_features [B, H, 1],
+    cand_item_features [B, N, 1]; the count of features per item changes no parameter)."""
     spec = jax.ShapeDtypeStruct
     history, candidates = (batch_size, history_len), (batch_size, num_candidates)
-    return {
+    features = {}
+    if item_features:
+        features = {
+            "history_item_features": spec(history + (1,), jnp.int32),
+            "cand_item_features": spec(candidates + (1,), jnp.int32),
+        }
+    return features | {
         "user_id": spec((batch_size,), jnp.int32),
         "history_items": spec(history, jnp.int32),
         "history_labels": spec(history, jnp.int32),
@@ -153,19 +163,47 @@ def count(params) -> ParamCount:
     return ParamCount(total, sum(by_table.values()), by_table)
 
 
-def generator_shapes(model: configs.ModelConfig, num_users, num_items, num_candidates, history_len):
+def generator_shapes(
+    model: configs.ModelConfig,
+    num_users,
+    num_items,
+    num_candidates,
+    history_len,
+    num_item_features: int = 0,
+):
     """The generator's parameter tree as ShapeDtypeStructs (``jax.eval_shape`` of its init)."""
-    generator = make_generator(model, num_users, num_items)
-    batch = abstract_batch(num_candidates, history_len)
+    generator = make_generator(model, num_users, num_items, num_item_features)
+    batch = abstract_batch(num_candidates, history_len, item_features=num_item_features > 0)
     return jax.eval_shape(generator.init, jax.random.key(0), batch)
 
 
 def count_generator(
-    model: configs.ModelConfig, num_users: int, num_items: int, num_candidates: int, history_len=8
+    model: configs.ModelConfig,
+    num_users: int,
+    num_items: int,
+    num_candidates: int,
+    history_len=8,
+    num_item_features: int = 0,
 ) -> ParamCount:
-    """Parameter count of the generator ``model`` on a vocabulary of users / items and N
-    candidates (the history length changes no parameter)."""
-    return count(generator_shapes(model, num_users, num_items, num_candidates, history_len))
+    """Parameter count of the generator ``model`` on a vocabulary of users / items (and of
+    ``num_item_features`` item side features) and N candidates (the history length changes no
+    parameter)."""
+    return count(
+        generator_shapes(
+            model, num_users, num_items, num_candidates, history_len, num_item_features
+        )
+    )
+
+
+def feature_vocabulary(data: configs.DataConfig, override: int = -1) -> int:
+    """The number of item side features the models embed: ``override`` if >= 0, else the
+    synthetic world's categories when ``data.item_features`` is on, else 0 (a real dataset's
+    feature vocabulary is known only after preparation)."""
+    if override >= 0:
+        return override
+    if data.dataset == "synthetic" and data.item_features:
+        return data.env.num_categories
+    return 0
 
 
 def vocabulary(data: configs.DataConfig, num_users: int = 0, num_items: int = 0):
@@ -176,18 +214,22 @@ def vocabulary(data: configs.DataConfig, num_users: int = 0, num_items: int = 0)
         return num_users or data.env.num_users, num_items or data.env.num_items
     raise ValueError(
         f"The vocabulary of dataset {data.dataset!r} is known only after preparation: pass "
-        "--num_users and --num_items (the 'users' / 'items' of its '[data] statistics' line)."
+        "--num_users and --num_items (the 'users' / 'items' of its '[data] vocabulary' line)."
     )
 
 
-def preset_rows(base: configs.ModelConfig, num_users, num_items, num_candidates) -> list[dict]:
+def preset_rows(
+    base: configs.ModelConfig, num_users, num_items, num_candidates, num_item_features: int = 0
+) -> list[dict]:
     """One row per preset: its shape and the counts of both variants."""
     rows = []
     for name, preset in PRESETS.items():
         row = {"preset": name, "preset_fields": dataclasses.asdict(preset)}
         for variant in generator_variants():
             model = apply_preset(base, name, variant)
-            counted = count_generator(model, num_users, num_items, num_candidates)
+            counted = count_generator(
+                model, num_users, num_items, num_candidates, num_item_features=num_item_features
+            )
             row[variant] = {
                 "total": counted.total,
                 "non_embedding": counted.non_embedding,

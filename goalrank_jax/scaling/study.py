@@ -219,10 +219,16 @@ def estimate_seconds_left(
 
 
 def _vocabulary(experiment, workdir, log_fn):
+    """(num_users, num_items, num_item_features) of the models the study trains."""
     if experiment.data.dataset == "synthetic":
-        return presets.vocabulary(experiment.data)
+        return (*presets.vocabulary(experiment.data), presets.feature_vocabulary(experiment.data))
     dataset = run.prepare_data(experiment, workdir, log_fn)
-    return dataset.num_users, dataset.num_items
+    return dataset.num_users, dataset.num_items, dataset.num_item_features
+
+
+def _count(model, vocab, num_candidates):
+    users, items, features = vocab
+    return presets.count_generator(model, users, items, num_candidates, num_item_features=features)
 
 
 def _record(size: str, variant: str, run_dir: str, count, results: dict, cached: bool) -> dict:
@@ -260,7 +266,7 @@ def _other_finished_runs(workdir, experiment, planned, vocab, log_fn) -> list[di
             if config_differences(saved, config_json(config)):
                 log_fn(f"[scaling] {run_dir}: another config; left out of the report")
                 continue
-            count = presets.count_generator(config.generator, *vocab, config.data.num_candidates)
+            count = _count(config.generator, vocab, config.data.num_candidates)
             records.append(_record(size, variant, run_dir, count, results, cached=True))
     return records
 
@@ -334,8 +340,8 @@ def run_study(
     primary = jax.process_index() == 0  # the only process that writes files of its own
     plan = [(s, v) for s in presets.sorted_names(study.sizes) for v in study.variants]
     counts = {
-        (s, v): presets.count_generator(
-            run_config(experiment, s, v).generator, *vocab, experiment.data.num_candidates
+        (s, v): _count(
+            run_config(experiment, s, v).generator, vocab, experiment.data.num_candidates
         )
         for s, v in plan
     }
