@@ -8,7 +8,8 @@ The first run (``base``) prepares the data and trains the reward model of
 ``experiments/goalrank.py``; every variant copies that finished reward-model stage, so all
 variants optimise against the same evaluator (on real data the held-out simulator is copied too),
 and trains only its generator with pure GRO
-(w_G = 0, w_R = 1) and the fast generator unless the variant says otherwise. Each variant is then
+(w_G = 0, w_R = 1) and the fast generator unless the variant says otherwise (the ``sup_*``
+variants train the full objective, one per supervised form, selected on the validation N@L). Each variant is then
 measured by ``python -m goalrank_jax.diagnose`` on the validation split (to choose defaults) and on
 the test split (to report). Finished variants are skipped on a rerun (their JSON is cached in
 ``<workdir>/<variant>/diagnose_<split>.json``). The JSON lines go to stdout and to
@@ -54,6 +55,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "centred_temp2": ("--config.gro.centre_weights=true", "--config.gro.sample_temperature=2"),
     "no_dropout": ("--config.generator.dropout=0",),
     "tau3": ("--config.gro.tau_ref=3",),
+    # The full GoalRank objective (w_G = 1, w_R = 0.01) with each supervised form, selected on
+    # the validation N@L like the experiment's generator: which form validates best.
+    **{
+        f"sup_{form}": (
+            "--config.gro.supervised_weight=1",
+            "--config.gro.reward_weight=0.01",
+            f"--config.gro.supervised_form={form}",
+            "--config.train.select_metric=validation/goalrank/N@6",  # L = 6 in the experiment
+        )
+        for form in ("first_step_bce", "every_step_bce", "logged_nll")
+    },
 }
 # The budget in epochs of the train split, with the generator selected (and stopped early) on
 # the validation gro_progress: --extra=... flags of a converged sweep (see docs/gro.md).
@@ -117,7 +129,8 @@ def main() -> None:
     parser.add_argument(
         "--converged",
         action="store_true",
-        help="Train every variant to convergence (the CONVERGED flags, before --extra).",
+        help="Train every variant to convergence (the CONVERGED flags, before the variant's "
+        "own flags and --extra).",
     )
     parser.add_argument(
         "--table", action="store_true", help="Only print the markdown table of variants.jsonl."
@@ -127,8 +140,7 @@ def main() -> None:
         with open(os.path.join(args.workdir, "variants.jsonl")) as f:
             print(markdown([json.loads(line) for line in f]))
         return
-    if args.converged:
-        args.extra = [*CONVERGED, *args.extra]
+    budget = list(CONVERGED) if args.converged else []
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -144,7 +156,8 @@ def main() -> None:
     # The base run: data and reward model (one generator step, its result is not used).
     one_step = ("--config.train.num_epochs=0", "--config.train.num_steps=1")
     bench_runs.run_logged(
-        base + [f"--workdir={base_dir}", *args.extra, *one_step, "--config.train.patience=0"],
+        base
+        + [f"--workdir={base_dir}", *budget, *args.extra, *one_step, "--config.train.patience=0"],
         log_path,
     )
     for name in names:
@@ -153,10 +166,10 @@ def main() -> None:
         for stage in ("reward_model", "simulator"):  # the simulator: real data only
             if os.path.exists(os.path.join(base_dir, stage)):
                 bench_runs.copy_stage(base_dir, run_dir, stage)
-        overrides = [*COMMON, *VARIANTS[name], *args.extra]
+        overrides = [*COMMON, *budget, *VARIANTS[name], *args.extra]
         command = base + [f"--workdir={run_dir}", f"--config.data.data_dir={data_dir}"]
         bench_runs.run_logged(command + overrides, log_path)
-        row = {"variant": name, "overrides": list(VARIANTS[name]), "extra": args.extra}
+        row = {"variant": name, "overrides": list(VARIANTS[name]), "extra": budget + args.extra}
         for split in ("validation", "test"):
             d = bench_runs.diagnose_cached(run_dir, split, log_path)
             row[split] = {

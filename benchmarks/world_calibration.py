@@ -27,7 +27,13 @@ import time
 import bench_runs
 
 # Every run: a one-step fast generator (unused), the rest from experiments/goalrank.py.
-COMMON = ("--config.generator.variant=fast", "--config.train.num_steps=1")
+# The generator is not what is measured: one step, no budget in epochs, no early stopping.
+COMMON = (
+    "--config.generator.variant=fast",
+    "--config.train.num_epochs=0",
+    "--config.train.num_steps=1",
+    "--config.train.patience=0",
+)
 
 # The world before calibration: no impressions, the MF retriever's candidates.
 BEFORE = (
@@ -145,6 +151,9 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "--config.reward_model.train.optim.learning_rate=3e-3",
     ),
     "default": (),
+    # The list-aware reward model trained on the logged lists' positions alone (before
+    # reward_model.candidate_weight): only meaningful with --kinds=list_aware.
+    "default_list_only": ("--config.reward_model.candidate_weight=0",),
 }
 
 POLICIES = ("random", "reward_model_greedy", "true_relevance_sort", "logged")
@@ -202,18 +211,53 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def spread(rows: list[dict]) -> str:
+    """Mean and spread (max - min) over seeds of each (setting, reward-model kind): Spearman and
+    the true reward of the reward model's greedy list."""
+    latest = {(r["setting"], r["kind"], r["seed"]): r for r in rows}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for (name, kind, _), r in latest.items():
+        groups.setdefault((name, kind), []).append(r)
+    lines = [
+        "| setting | RM | seeds | RM Spearman mean | RM greedy true reward mean "
+        "| spread (max - min) "
+        "| RM greedy oracle fraction mean |",
+        "|" + "---|" * 7,
+    ]
+    for (name, kind), group in groups.items():
+        rewards = [r["reward_model_greedy_true_reward"] for r in group]
+        spearman = sum(r["rm_true_spearman"] for r in group) / len(group)
+        fraction = sum(r["reward_model_greedy_oracle_fraction"] for r in group) / len(group)
+        lines.append(
+            f"| {name} | {kind} | {len(group)} | {spearman:.3f} | "
+            f"{sum(rewards) / len(rewards):.4f} | {max(rewards) - min(rewards):.4f} | "
+            f"{fraction:.1%} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--only", default="", help="Comma-separated settings (default all).")
     parser.add_argument("--kinds", default="pointwise", help="Reward-model kinds, comma-separated.")
     parser.add_argument("--seeds", default="999", help="Comma-separated config seeds.")
-    parser.add_argument("--table", action="store_true", help="Print the table of runs.jsonl.")
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="Print the table of runs.jsonl (of the --only settings, with their seed spread).",
+    )
     args = parser.parse_args()
     jsonl = os.path.join(args.workdir, "runs.jsonl")
     if args.table:
+        only = {n for n in args.only.split(",") if n}
         with open(jsonl) as f:
-            print(markdown([json.loads(line) for line in f]))
+            rows = [json.loads(line) for line in f]
+        rows = [r for r in rows if not only or r["setting"] in only]
+        print(markdown(rows))
+        if args.only:
+            print()
+            print(spread(rows))
         return
     names = [n for n in args.only.split(",") if n] or list(SETTINGS)
     unknown = sorted(set(names) - set(SETTINGS))

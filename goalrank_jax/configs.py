@@ -265,9 +265,14 @@ class RewardModelConfig:
     kind: str = "pointwise"  # "pointwise" (PRM-style, DCG list reward) or "list_aware".
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: StageConfig = dataclasses.field(default_factory=StageConfig)
+    # list_aware only: weight of a second BCE term, every candidate's first-position logit (the
+    # candidate shown alone) against its label, so that the non-logged candidates teach it as
+    # they teach the pointwise model. 0 = trained on the logged lists' positions alone.
+    candidate_weight: float = 1.0
 
     def validate(self) -> None:
         one_of(self, "kind", REWARD_MODEL_KINDS)
+        non_negative(self, "candidate_weight")
         self.model.validate()
         self.train.validate()
 

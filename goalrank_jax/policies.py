@@ -109,6 +109,14 @@ class GeneratorPolicy:
         return sampling.log_prob_from_logits(self.masked(logits, batch, lists), lists)
 
 
+def candidate_lists(cand_mask: jnp.ndarray) -> jnp.ndarray:
+    """[B, N, 1]: every candidate as a list of one (the list-aware model's candidate scores)."""
+    batch_size, num_candidates = cand_mask.shape
+    return jnp.broadcast_to(
+        jnp.arange(num_candidates, dtype=jnp.int32)[None, :, None], (batch_size, num_candidates, 1)
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
     """A frozen reward model seen as a list evaluator."""
@@ -132,12 +140,7 @@ class Evaluator:
         """[B, N] per-candidate scores (for list-aware: the logit of the candidate shown first)."""
         if self.kind == "pointwise":
             return self.module.apply(params, batch)
-        num_candidates = batch["cand_mask"].shape[-1]
-        lists = jnp.broadcast_to(
-            jnp.arange(num_candidates)[None, :, None],
-            (batch["cand_mask"].shape[0], num_candidates, 1),
-        )
-        return self.module.apply(params, batch, lists)[..., 0]
+        return self.module.apply(params, batch, candidate_lists(batch["cand_mask"]))[..., 0]
 
     def greedy(self, params, batch, list_len: int) -> jnp.ndarray:
         """[B, L] list built position by position, maximising the estimated reward.

@@ -208,10 +208,20 @@ def generator_policy(config, dataset) -> policies.GeneratorPolicy:
 
 
 def scorer_stage(
-    name, streams, config_path, stage_config, evaluator, context, eval_fn=None, seed=None, note=""
+    name,
+    streams,
+    config_path,
+    stage_config,
+    evaluator,
+    context,
+    eval_fn=None,
+    seed=None,
+    note="",
+    candidate_weight=0.0,
 ) -> stages.Stage:
-    """A list scorer trained by BCE on logged feedback (``reward_model_train_step``): the
-    reward model, the simulator, and the comparison's DNN and PRM."""
+    """A list scorer trained by BCE on logged feedback (``reward_model_train_step``; a
+    list-aware one with ``candidate_weight`` x its candidates' BCE): the reward model, the
+    simulator, and the comparison's DNN and PRM."""
     list_len = context.dataset.list_len
     return stages.Stage(
         name=name,
@@ -219,7 +229,12 @@ def scorer_stage(
         config_path=config_path,
         stage_config=stage_config,
         init=lambda key: evaluator.init(key, context.init_batch, list_len),
-        step=functools.partial(ts.reward_model_train_step, evaluator=evaluator, list_len=list_len),
+        step=functools.partial(
+            ts.reward_model_train_step,
+            evaluator=evaluator,
+            list_len=list_len,
+            candidate_weight=candidate_weight,
+        ),
         eval_fn=eval_fn,
         seed=seed,
         note=note,
@@ -236,6 +251,7 @@ def reward_model_stage(config, evaluator, context, eval_fn=None) -> stages.Stage
         evaluator,
         context,
         eval_fn=eval_fn,
+        candidate_weight=config.reward_model.candidate_weight,
     )
 
 

@@ -209,11 +209,14 @@ def reward_model_train_step(
     evaluator: policies.Evaluator,
     optimizer: optax.GradientTransformation,
     list_len: int,
+    candidate_weight: float = 0.0,
 ) -> tuple[TrainState, dict]:
     """One BCE update of the reward model on logged feedback.
 
     Pointwise: every valid candidate against its label (non-logged candidates are label 0).
-    List-aware: each position of the logged list against its feedback.
+    List-aware: each position of the logged list against its feedback, plus
+    ``candidate_weight`` x the pointwise BCE of every candidate's first-position logit
+    (:meth:`policies.Evaluator.candidate_scores`) against its label.
     """
     dropout_key = jax.random.fold_in(base_key, state.step)
     rngs = {"dropout": dropout_key}
@@ -226,7 +229,16 @@ def reward_model_train_step(
         logged = policies.logged_list(batch, list_len)
         logits = module.apply(params, batch, logged, False, rngs=rngs)
         labels = rm.gather_candidates(batch["cand_labels"], logged)
-        return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+        loss = optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+        if candidate_weight:
+            alone = policies.candidate_lists(batch["cand_mask"])
+            first = module.apply(
+                params, batch, alone, False, rngs={"dropout": jax.random.fold_in(dropout_key, 1)}
+            )[..., 0]
+            loss = loss + candidate_weight * losses.supervised_bce(
+                first, batch["cand_labels"], batch["cand_mask"]
+            )
+        return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     state, update_metrics = apply_gradients(state, grads, optimizer)

@@ -6,10 +6,12 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from step_fixtures import NUM_ITEMS, NUM_USERS, random_batch
 
 from goalrank_jax import configs, policies
+from goalrank_jax import train_step as ts
 from goalrank_jax.models import make_reward_model
 from goalrank_jax.models import reward_model as rm
 
@@ -79,6 +81,39 @@ def test_list_aware_candidate_scores_are_first_position_logits(list_aware):
         np.testing.assert_allclose(
             scores[:, c], np.asarray(module.apply(params, batch, lists))[:, 0], rtol=1e-5
         )
+
+
+@pytest.mark.parametrize("candidate_weight", [0.0, 0.5])
+def test_list_aware_loss_adds_the_candidates_bce(list_aware, candidate_weight):
+    """Dropout off: the step's loss is the BCE of the logged positions plus candidate_weight x
+    the BCE of every valid candidate's first-position logit, both recomputed in numpy."""
+    module, params, batch = list_aware
+    evaluator = policies.Evaluator(module, "list_aware")
+    optimizer = optax.sgd(0.0)
+    state = ts.create_state(params, optimizer)
+    _, metrics = ts.reward_model_train_step(
+        state,
+        batch,
+        jax.random.key(2),
+        evaluator=evaluator,
+        optimizer=optimizer,
+        list_len=LIST_LEN,
+        candidate_weight=candidate_weight,
+    )
+
+    def bce(logits, labels):
+        return np.logaddexp(0.0, logits) - labels * logits
+
+    labels = np.asarray(batch["cand_labels"], np.float64)
+    logged = np.asarray(policies.logged_list(batch, LIST_LEN))
+    position_logits = np.asarray(module.apply(params, batch, jnp.asarray(logged)), np.float64)
+    expected = bce(position_logits, np.take_along_axis(labels, logged, 1)).mean()
+    # The candidates' first-position logits (checked against single-item lists above).
+    first = np.asarray(evaluator.candidate_scores(params, batch), np.float64)
+    mask = np.asarray(batch["cand_mask"])
+    per_request = [bce(first[b], labels[b])[mask[b]].mean() for b in range(mask.shape[0])]
+    expected += candidate_weight * np.mean(per_request)
+    np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
 
 
 def test_dcg_list_reward_matches_numpy():

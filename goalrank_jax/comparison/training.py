@@ -206,6 +206,7 @@ class SeedTrainer:
             exp.reward_model.train,
             evaluator,
             self.context,
+            candidate_weight=exp.reward_model.candidate_weight,
         )
         if exp.reward_model.train.select_metric:
             validation = evaluate_lib.ListsValidation(
