@@ -6,12 +6,12 @@ and prints one JSON line per variant with the diagnosis command's figures.
 
 The first run (``base``) prepares the data and trains the reward model of
 ``experiments/goalrank.py``; every variant copies that finished reward-model stage, so all
-variants optimise against the same evaluator (on real data the held-out simulator is copied too),
-and trains only its generator with pure GRO
-(w_G = 0, w_R = 1) and the fast generator unless the variant says otherwise (the ``sup_*``
-variants train the full objective, one per supervised form, selected on the validation N@L). Each variant is then
-measured by ``python -m goalrank_jax.diagnose`` on the validation split (to choose defaults) and on
-the test split (to report). Finished variants are skipped on a rerun (their JSON is cached in
+variants optimise against the same evaluator (on real data the held-out simulator is copied
+too), and trains only its generator with pure GRO (w_G = 0, w_R = 1) and the fast generator
+unless the variant says otherwise (the ``sup_*`` variants train the full objective, one per
+supervised form, selected on the validation N@L). Each variant is then measured by
+``python -m goalrank_jax.diagnose`` on the validation split (to choose defaults) and on the test
+split (to report). Finished variants are skipped on a rerun (their JSON is cached in
 ``<workdir>/<variant>/diagnose_<split>.json``). The JSON lines go to stdout and to
 ``<workdir>/variants.jsonl``.
 """
@@ -55,6 +55,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "centred_temp2": ("--config.gro.centre_weights=true", "--config.gro.sample_temperature=2"),
     "no_dropout": ("--config.generator.dropout=0",),
     "tau3": ("--config.gro.tau_ref=3",),
+    "plackett_luce": ("--config.gro.group_construction=plackett_luce",),
+    "entropy0.01_k20": ("--config.gro.entropy_weight=0.01", "--config.gro.group_size=20"),
     # The full GoalRank objective (w_G = 1, w_R = 0.01) with each supervised form, selected on
     # the validation N@L like the experiment's generator: which form validates best.
     **{
