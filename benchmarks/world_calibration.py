@@ -154,6 +154,12 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     # The list-aware reward model trained on the logged lists' positions alone (before
     # reward_model.candidate_weight): only meaningful with --kinds=list_aware.
     "default_list_only": ("--config.reward_model.candidate_weight=0",),
+    # The list-aware reward model with the summed pairwise term over the items above
+    # (model.pairwise_above, the experiment's default since it validated better) and without
+    # it (attention alone, the form of the "default" list_aware rows measured before that
+    # change): only meaningful with --kinds=list_aware.
+    "default_pairwise": ("--config.reward_model.model.pairwise_above=true",),
+    "default_attention": ("--config.reward_model.model.pairwise_above=false",),
 }
 
 POLICIES = ("random", "reward_model_greedy", "true_relevance_sort", "logged")
@@ -190,6 +196,14 @@ def run_one(workdir, name, kind, seed, log_path) -> dict:
     for policy in POLICIES:
         row[f"{policy}_oracle_fraction"] = results[f"test/{policy}/oracle_fraction"]
         row[f"{policy}_true_reward"] = results[f"test/{policy}/true_reward"]
+    # Validation figures, the ones that choose between settings.
+    row["validation_reward_model_greedy_oracle_fraction"] = results.get(
+        "validation/reward_model_greedy/oracle_fraction"
+    )
+    row["validation_reward_model_greedy_true_reward"] = results.get(
+        "validation/reward_model_greedy/true_reward"
+    )
+    row["rm_list_effects"] = diagnosis.get("rm_list_effects")
     return row
 
 

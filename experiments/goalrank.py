@@ -104,6 +104,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.reward_model.train.patience = 3
     cfg.reward_model.train.select_metric = "validation/reward_model_greedy/AUC"
     cfg.simulator.train.optim.learning_rate = 3e-3
+    # A list-aware reward model (reward_model.kind=list_aware) adds the summed pairwise term
+    # over the items above each position: its greedy list validated above the attention-only
+    # model's on the synthetic world (docs/synthetic_env.md). The simulator keeps attention only.
+    cfg.reward_model.model.pairwise_above = True
 
     # Generator: as wide as its evaluator (D=64). The fast variant (candidates encoded once, a
     # pointer decoder) so that training to convergence fits a 2-core CPU; the paper-faithful

@@ -126,6 +126,10 @@ class ModelConfig:
     # once, then a pointer decoder with a key/value cache.
     variant: str = "prefix"
     decoder_layers: int = 1  # Depth of the fast variant's decoder.
+    # List-aware reward model / simulator only: add to each position's click logit the sum over
+    # the items above it of a bilinear interaction <A x_s, B x_t> / sqrt(D) of item vectors
+    # (softmax attention averages the items above; this counts them).
+    pairwise_above: bool = False
     # Computation dtype: "float32" or "bfloat16" (parameters, optimizer state and the loss stay
     # float32; logits are cast to float32 before sampling and the softmax).
     dtype: str = "float32"

@@ -17,7 +17,17 @@ the run evaluated: the selected ones under ``select_metric``) and measures, on `
   list and of the sort of the generator's first-step scores;
 * ``rm_validation_auc``: the reward model's per-request candidate AUC on the validation split;
 * ``rm_true_spearman`` (synthetic data only): the mean within-request Spearman correlation of
-  the reward model's candidate scores with the true relevance logits (``null`` on real data).
+  the reward model's candidate scores with the true relevance logits (``null`` on real data);
+* ``rm_list_effects`` (list-aware reward model on synthetic data only, else ``null``): does the
+  model's click logit of an item respond to the item shown above it as the true user model's
+  logit does? Over every ordered pair (a, c) of distinct candidates of a request, the logit of
+  c at position 2 below a, centred over a for each c, is compared with the true model's term
+  (``-redundancy_penalty`` when a shares c's category, ``+complement_bonus`` when a has c's
+  partner category), centred the same way: ``slope`` is the least-squares slope of the model's
+  centred logits on the true ones (1 = the true effect size, 0 = no response), ``same_category``
+  and ``partner_category`` the mean centred logit of the pairs of each kind beside
+  ``true_same_category`` and ``true_partner_category``, the same means of the true term
+  (on the first ``--list_effect_requests`` requests: N^2 lists each).
 
 Exit code 2 when the workdir holds no finished run.
 """
@@ -48,6 +58,11 @@ NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples", 0, "Sampled lists per request (0 = the run's gro.group_size)."
 )
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the random and sampled lists.")
+LIST_EFFECT_REQUESTS = flags.DEFINE_integer(
+    "list_effect_requests",
+    500,
+    "Requests of the split behind rm_list_effects (N^2 lists each; 0 = as many as the rest).",
+)
 
 
 def load_config(workdir: str) -> configs.ExperimentConfig:
@@ -165,7 +180,85 @@ def reward_model_measures(config, dataset, evaluator, rm_params, max_examples, s
     return out
 
 
-def diagnose(workdir: str, split="test", max_examples=0, num_samples=0, seed=0, log_fn=None):
+def _pair_lists(num_candidates: int) -> jnp.ndarray:
+    """[N * N, 2] every ordered pair (a, c) of candidate indices (a above c), row a * N + c."""
+    index = jnp.arange(num_candidates, dtype=jnp.int32)
+    return jnp.stack(jnp.meshgrid(index, index, indexing="ij"), -1).reshape(-1, 2)
+
+
+def pair_effects(evaluator, rm_params, batch, true_params) -> dict[str, jnp.ndarray]:
+    """Per request sums of the list-aware model's response to the item above (the
+    ``rm_list_effects`` of the module docstring): dict name -> [B]."""
+    mask = batch["cand_mask"]
+    batch_size, num_candidates = mask.shape
+    pairs = jnp.broadcast_to(_pair_lists(num_candidates), (batch_size, num_candidates**2, 2))
+    logits = evaluator.module.apply(rm_params, batch, pairs)[..., 1]
+    model = logits.reshape(batch_size, num_candidates, num_candidates)  # [B, a, c]
+    category, partner = batch["cand_category"], batch["cand_partner"]
+    same = category[:, :, None] == category[:, None, :]
+    completes = category[:, :, None] == partner[:, None, :]
+    truth = (
+        -true_params.redundancy_penalty * same + true_params.complement_bonus * completes
+    ).astype(jnp.float32)
+    off_diagonal = ~jnp.eye(num_candidates, dtype=bool)
+    valid = mask[:, :, None] & mask[:, None, :] & off_diagonal
+
+    def centred(values):
+        count = jnp.maximum(valid.sum(1, keepdims=True), 1)
+        mean = jnp.where(valid, values, 0.0).sum(1, keepdims=True) / count
+        return jnp.where(valid, values - mean, 0.0)
+
+    model, truth = centred(model), centred(truth)
+    same = same & valid
+    completes = completes & valid & ~same
+    return {
+        "cross": (model * truth).sum((1, 2)),
+        "truth_sq": (truth * truth).sum((1, 2)),
+        "same_sum": jnp.where(same, model, 0.0).sum((1, 2)),
+        "same_true_sum": jnp.where(same, truth, 0.0).sum((1, 2)),
+        "same_count": same.sum((1, 2)),
+        "partner_sum": jnp.where(completes, model, 0.0).sum((1, 2)),
+        "partner_true_sum": jnp.where(completes, truth, 0.0).sum((1, 2)),
+        "partner_count": completes.sum((1, 2)),
+    }
+
+
+def list_effect_measures(config, dataset, evaluator, rm_params, max_examples, split) -> dict:
+    """``rm_list_effects`` of the module docstring, from :func:`pair_effects` summed over the
+    first ``max_examples`` requests of ``split`` (0 = all)."""
+    true_params = config.data.env.true_model
+    effects = jax.jit(lambda p, b: pair_effects(evaluator, p, b, true_params))
+    # N^2 lists per request: smaller batches than the evaluation's.
+    batch_size = max(1, min(config.eval.batch_size, 16))
+    rows = _gather(
+        lambda b: effects(rm_params, b),
+        pipeline.eval_batches(dataset.sources[split], batch_size, max_examples),
+    )
+    total = {name: float(np.sum(value)) for name, value in rows.items()}
+
+    def ratio(num, den):
+        return total[num] / total[den] if total[den] else float("nan")
+
+    return {
+        "slope": ratio("cross", "truth_sq"),
+        "same_category": ratio("same_sum", "same_count"),
+        "true_same_category": ratio("same_true_sum", "same_count"),
+        "partner_category": ratio("partner_sum", "partner_count"),
+        "true_partner_category": ratio("partner_true_sum", "partner_count"),
+        "pairs_same_category": int(total["same_count"]),
+        "pairs_partner_category": int(total["partner_count"]),
+    }
+
+
+def diagnose(
+    workdir: str,
+    split="test",
+    max_examples=0,
+    num_samples=0,
+    seed=0,
+    log_fn=None,
+    list_effect_requests=500,
+):
     """The measures of the module docstring for the finished run in ``workdir``."""
     log_fn = log_fn or (lambda message: print(message, file=sys.stderr, flush=True))
     config = load_config(workdir)
@@ -205,6 +298,11 @@ def diagnose(workdir: str, split="test", max_examples=0, num_samples=0, seed=0, 
             pipeline.eval_batches(dataset.sources[split], config.eval.batch_size, max_examples),
         )
         rm = reward_model_measures(config, dataset, evaluator, rm_params, max_examples, split)
+        rm["rm_list_effects"] = None
+        if evaluator.kind == "list_aware" and dataset.has_true_model:
+            rm["rm_list_effects"] = list_effect_measures(
+                config, dataset, evaluator, rm_params, list_effect_requests or max_examples, split
+            )
     rewards = {
         name: float(np.mean(rows[name]))
         for name in ("random", "generator_greedy", "generator_samples", "evaluator_greedy")
@@ -243,7 +341,12 @@ def main(argv):
         # a dataset it prepares on stdout) goes to standard error.
         with contextlib.redirect_stdout(sys.stderr):
             out = diagnose(
-                WORKDIR.value, SPLIT.value, MAX_EXAMPLES.value, NUM_SAMPLES.value, SEED.value
+                WORKDIR.value,
+                SPLIT.value,
+                MAX_EXAMPLES.value,
+                NUM_SAMPLES.value,
+                SEED.value,
+                list_effect_requests=LIST_EFFECT_REQUESTS.value,
             )
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

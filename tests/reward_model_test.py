@@ -1,6 +1,7 @@
 """Reward models: causality and prefixes of the list-aware model, its greedy decoding against a
 plain Python loop, the DCG list reward against numpy, and the item bias."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -19,9 +20,10 @@ LIST_LEN = 3
 MODEL = configs.ModelConfig(embed_dim=8, num_layers=1, num_heads=2, ff_dim=8, dropout=0.0)
 
 
-@pytest.fixture(scope="module")
-def list_aware():
-    module = make_reward_model("list_aware", MODEL, NUM_USERS, NUM_ITEMS, LIST_LEN)
+@pytest.fixture(scope="module", params=[False, True], ids=["attention", "pairwise_above"])
+def list_aware(request):
+    model = dataclasses.replace(MODEL, pairwise_above=request.param)
+    module = make_reward_model("list_aware", model, NUM_USERS, NUM_ITEMS, LIST_LEN)
     batch = random_batch(batch_size=4, num_candidates=7, list_len=LIST_LEN, seed=5)
     params = jax.jit(module.init)(jax.random.key(0), batch, policies.logged_list(batch, LIST_LEN))
     # Perturb every parameter so that no head starts at an exact symmetric value.
@@ -48,6 +50,33 @@ def test_list_aware_is_causal_and_accepts_prefixes(list_aware):
     np.testing.assert_allclose(prefix, full[:, :2], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="max_list_len"):
         module.apply(params, batch, jnp.zeros((4, LIST_LEN + 1), jnp.int32))
+
+
+def test_pairwise_above_sums_one_term_per_item_above(list_aware):
+    """The pairwise term (logits minus those with the pair projections zeroed) is 0 at the top
+    and, lower down, the sum of the terms each item above would add alone."""
+    module, params, batch = list_aware
+    if not module.pairwise_above:
+        pytest.skip("attention-only model")
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.zeros_like(x) if "pair_target" in jax.tree_util.keystr(path) else x,
+        params,
+    )
+
+    def term(lists):
+        lists = jnp.asarray(lists, jnp.int32)
+        return np.asarray(module.apply(params, batch, lists) - module.apply(zeroed, batch, lists))
+
+    triples = [[0, 1, 2], [3, 4, 5], [6, 2, 1], [5, 0, 3]]
+    full = term(triples)
+    np.testing.assert_allclose(full[:, 0], 0.0, atol=1e-5)
+    first_pair = term([[a, b] for a, b, _ in triples])[:, 1]
+    np.testing.assert_allclose(full[:, 1], first_pair, rtol=1e-4, atol=1e-5)
+    alone = (
+        term([[a, c] for a, _, c in triples])[:, 1] + term([[b, c] for _, b, c in triples])[:, 1]
+    )
+    np.testing.assert_allclose(full[:, 2], alone, rtol=1e-4, atol=1e-5)
+    assert np.abs(full[:, 1:]).max() > 1e-3  # the term is not trivially zero
 
 
 def test_list_aware_greedy_matches_python_loop(list_aware):

@@ -81,6 +81,7 @@ def make_reward_model(
             num_items=num_items,
             num_item_features=num_item_features,
             max_list_len=list_len,
+            pairwise_above=model_config.pairwise_above,
             causal=True,
             **model_kwargs(model_config),
         )

@@ -5,7 +5,9 @@
   ``r(u, l) = sum_t sigmoid(s(l_t)) / log2(t + 1)`` with positions t = 1..L.
 * :class:`ListAwareRewardModel`: transformer over the L items of a list with position
   embeddings, one click logit per position; trained on the logged lists' feedback. List reward
-  ``r(u, l) = sum_t sigmoid(s_t(l)) / log2(t + 1)``.
+  ``r(u, l) = sum_t sigmoid(s_t(l)) / log2(t + 1)``. With ``pairwise_above`` each position's
+  logit also adds ``sum_{s < t} <A x_s, B x_t> / sqrt(D)`` over the items above it (x = item
+  vectors): a term that sums over the items above, where softmax attention averages them.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ class ListAwareRewardModel(Backbone):
     """Per-position click logits of lists of at most ``max_list_len`` items (prefixes allowed).
 
     Attributes: those of :class:`Backbone` (``causal`` unused: the list attention is causal)
-    plus ``max_list_len``.
+    plus ``max_list_len`` and ``pairwise_above`` (add the bilinear interaction of each item
+    with every item above it to its logit).
     """
 
     max_list_len: int = 6
+    pairwise_above: bool = False
 
     @nn.compact
     def __call__(self, batch: dict, lists: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
@@ -82,7 +86,22 @@ class ListAwareRewardModel(Backbone):
             query = nn.Dense(self.embed_dim, dtype=self.dtype, name="user_query")(user)
             scores = jnp.einsum("bd,bnd->bn", query, items).astype(jnp.float32)
             affinity = affinity + scores / jnp.sqrt(self.embed_dim)
-        return logits + gather_candidates(affinity, lists)
+        logits = logits + gather_candidates(affinity, lists)
+        if self.pairwise_above:
+            logits = logits + self._pairwise_above(gather_candidates(items, lists))
+        return logits
+
+    def _pairwise_above(self, vectors: jnp.ndarray) -> jnp.ndarray:
+        """[..., L, D] item vectors of lists -> [..., L]: position t's sum over the positions
+        s < t of ``<A x_s, B x_t> / sqrt(D)``. Softmax attention averages over the items above;
+        this sums, so k items of one kind above move the logit k times as far (a count)."""
+        vectors = nn.LayerNorm(dtype=self.dtype, name="pair_norm")(vectors)
+        target = nn.Dense(self.embed_dim, dtype=self.dtype, name="pair_target")(vectors)
+        above = nn.Dense(self.embed_dim, dtype=self.dtype, name="pair_above")(vectors)
+        pair = jnp.einsum("...td,...sd->...ts", target, above).astype(jnp.float32)
+        list_len = vectors.shape[-2]
+        strictly_above = jnp.tril(jnp.ones((list_len, list_len), dtype=bool), k=-1)
+        return jnp.where(strictly_above, pair, 0.0).sum(-1) / jnp.sqrt(self.embed_dim)
 
 
 def list_aware_reward(logits: jnp.ndarray) -> jnp.ndarray:

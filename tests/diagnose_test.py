@@ -1,0 +1,134 @@
+"""The diagnosis command's measures against plain numpy: the list-aware model's response to the
+item above (``rm_list_effects``) and the within-request rank correlation."""
+
+import types
+
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from goalrank_jax import diagnose
+from goalrank_jax.env.true_model import TrueModelParams
+
+B, N = 3, 5
+
+
+class _PairTable:
+    """A stand-in list-aware module: the logit of c at position 2 below a is table[b, a, c]."""
+
+    def __init__(self, table):
+        self.table = jnp.asarray(table, jnp.float32)
+
+    def apply(self, params, batch, lists):
+        del params, batch
+        above, below = lists[..., 0], lists[..., 1]
+        rows = jnp.arange(lists.shape[0])[:, None]
+        second = self.table[rows, above, below]
+        return jnp.stack([jnp.zeros_like(second), second], -1)
+
+
+def _numpy_effects(table, category, partner, mask, params):
+    """Loop version of diagnose.pair_effects summed over the batch, then the ratios."""
+    cross = truth_sq = 0.0
+    kinds = {"same": [], "same_true": [], "partner": [], "partner_true": []}
+    for b in range(table.shape[0]):
+        valid = [i for i in range(N) if mask[b, i]]
+        for c in valid:
+            above = [a for a in valid if a != c]
+            truth = {
+                a: -params.redundancy_penalty * (category[b, a] == category[b, c])
+                + params.complement_bonus * (category[b, a] == partner[b, c])
+                for a in above
+            }
+            mean_model = np.mean([table[b, a, c] for a in above])
+            mean_truth = np.mean([truth[a] for a in above])
+            for a in above:
+                m, t = table[b, a, c] - mean_model, truth[a] - mean_truth
+                cross += m * t
+                truth_sq += t * t
+                if category[b, a] == category[b, c]:
+                    kinds["same"].append(m)
+                    kinds["same_true"].append(t)
+                elif category[b, a] == partner[b, c]:
+                    kinds["partner"].append(m)
+                    kinds["partner_true"].append(t)
+    return {
+        "slope": cross / truth_sq,
+        "same_category": np.mean(kinds["same"]),
+        "true_same_category": np.mean(kinds["same_true"]),
+        "partner_category": np.mean(kinds["partner"]),
+        "true_partner_category": np.mean(kinds["partner_true"]),
+        "pairs_same_category": len(kinds["same"]),
+        "pairs_partner_category": len(kinds["partner"]),
+    }
+
+
+def _batch(rng):
+    mask = np.ones((B, N), bool)
+    mask[2, 4] = False  # a padded candidate
+    return {
+        "cand_mask": jnp.asarray(mask),
+        "cand_category": jnp.asarray(rng.integers(0, 3, (B, N)), jnp.int32),
+        "cand_partner": jnp.asarray(rng.integers(0, 3, (B, N)), jnp.int32),
+    }
+
+
+def _summed(table, batch, params):
+    evaluator = types.SimpleNamespace(module=_PairTable(table))
+    sums = diagnose.pair_effects(evaluator, None, batch, params)
+    total = {k: float(np.sum(v)) for k, v in sums.items()}
+    return {
+        "slope": total["cross"] / total["truth_sq"],
+        "same_category": total["same_sum"] / total["same_count"],
+        "true_same_category": total["same_true_sum"] / total["same_count"],
+        "partner_category": total["partner_sum"] / total["partner_count"],
+        "true_partner_category": total["partner_true_sum"] / total["partner_count"],
+        "pairs_same_category": int(total["same_count"]),
+        "pairs_partner_category": int(total["partner_count"]),
+    }
+
+
+def test_pair_effects_match_a_numpy_loop():
+    rng = np.random.default_rng(0)
+    batch = _batch(rng)
+    params = TrueModelParams(redundancy_penalty=2.0, complement_bonus=1.5)
+    table = rng.normal(size=(B, N, N))
+    got = _summed(table, batch, params)
+    want = _numpy_effects(
+        table,
+        np.asarray(batch["cand_category"]),
+        np.asarray(batch["cand_partner"]),
+        np.asarray(batch["cand_mask"]),
+        params,
+    )
+    assert got["pairs_same_category"] == want["pairs_same_category"] > 0
+    assert got["pairs_partner_category"] == want["pairs_partner_category"] > 0
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_pair_effects_slope_of_a_scaled_true_term():
+    """A model whose logit is half the true term plus anything that depends on c alone has
+    slope 0.5: the per-c centring removes the c terms."""
+    rng = np.random.default_rng(1)
+    batch = _batch(rng)
+    params = TrueModelParams()
+    category = np.asarray(batch["cand_category"])
+    partner = np.asarray(batch["cand_partner"])
+    same = category[:, :, None] == category[:, None, :]
+    completes = category[:, :, None] == partner[:, None, :]
+    truth = -params.redundancy_penalty * same + params.complement_bonus * completes
+    table = 0.5 * truth + rng.normal(size=(B, 1, N)) * 3.0
+    got = _summed(table, batch, params)
+    np.testing.assert_allclose(got["slope"], 0.5, rtol=1e-5)
+    np.testing.assert_allclose(got["same_category"], 0.5 * got["true_same_category"], rtol=1e-5)
+
+
+def test_rank_correlation_is_scipy_spearman_per_request():
+    rng = np.random.default_rng(2)
+    scores, truth = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    keep = np.ones((4, 6), bool)
+    keep[1, :4] = False  # two kept: left out
+    keep[2, 5] = False
+    want = np.mean([stats.spearmanr(scores[i][keep[i]], truth[i][keep[i]])[0] for i in (0, 2, 3)])
+    np.testing.assert_allclose(diagnose.rank_correlation(scores, truth, keep), want, rtol=1e-6)
