@@ -234,7 +234,11 @@ def list_effect_measures(config, dataset, evaluator, rm_params, max_examples, sp
         lambda b: effects(rm_params, b),
         pipeline.eval_batches(dataset.sources[split], batch_size, max_examples),
     )
-    total = {name: float(np.sum(value)) for name, value in rows.items()}
+    return effect_ratios({name: float(np.sum(value)) for name, value in rows.items()})
+
+
+def effect_ratios(total: dict[str, float]) -> dict:
+    """The ``rm_list_effects`` figures from the :func:`pair_effects` sums over requests."""
 
     def ratio(num, den):
         return total[num] / total[den] if total[den] else float("nan")

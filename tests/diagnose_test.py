@@ -76,16 +76,7 @@ def _batch(rng):
 def _summed(table, batch, params):
     evaluator = types.SimpleNamespace(module=_PairTable(table))
     sums = diagnose.pair_effects(evaluator, None, batch, params)
-    total = {k: float(np.sum(v)) for k, v in sums.items()}
-    return {
-        "slope": total["cross"] / total["truth_sq"],
-        "same_category": total["same_sum"] / total["same_count"],
-        "true_same_category": total["same_true_sum"] / total["same_count"],
-        "partner_category": total["partner_sum"] / total["partner_count"],
-        "true_partner_category": total["partner_true_sum"] / total["partner_count"],
-        "pairs_same_category": int(total["same_count"]),
-        "pairs_partner_category": int(total["partner_count"]),
-    }
+    return diagnose.effect_ratios({k: float(np.sum(v)) for k, v in sums.items()})
 
 
 def test_pair_effects_match_a_numpy_loop():
