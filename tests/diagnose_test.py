@@ -123,3 +123,29 @@ def test_rank_correlation_is_scipy_spearman_per_request():
     keep[2, 5] = False
     want = np.mean([stats.spearmanr(scores[i][keep[i]], truth[i][keep[i]])[0] for i in (0, 2, 3)])
     np.testing.assert_allclose(diagnose.rank_correlation(scores, truth, keep), want, rtol=1e-6)
+
+
+def test_importing_the_measures_defines_no_flags():
+    # The measures are a library: a process that also imports goalrank_jax.main (which defines
+    # --workdir) must be able to import them.
+    from absl import flags
+
+    from goalrank_jax import main  # noqa: F401
+
+    assert "list_effect_requests" not in flags.FLAGS
+    assert "workdir" in flags.FLAGS
+
+
+def test_command_on_a_workdir_without_a_run_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "goalrank_jax.diagnose", f"--workdir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "holds no goalrank_jax run" in done.stderr
+    assert done.stdout == ""
