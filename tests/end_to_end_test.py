@@ -111,3 +111,21 @@ def test_resumed_run_equals_uninterrupted(runs):
     for key, value in runs["results_full"].items():
         if key != "wall_time_s":
             assert runs["results_resumed"][key] == value, key
+
+
+def test_diagnose_agrees_with_the_run_evaluation(runs):
+    # The diagnosis command restores the run's states and recomputes the greedy list's metrics
+    # with its own code; the run's evaluation of the same split is the independent reference.
+    from goalrank_jax import diagnose
+
+    out = diagnose.diagnose(runs["full"], split="test", log_fn=lambda _: None)
+    results = runs["results_full"]
+    assert out["requests"] > 0
+    assert out["true_reward_greedy"] == pytest.approx(results["test/true_reward"], rel=1e-4)
+    assert out["N@3_greedy"] == pytest.approx(results["test/N@3"], rel=1e-4)
+    assert out["rm_reward"]["generator_greedy"] == pytest.approx(
+        results["test/rm_reward"], rel=1e-4
+    )
+    assert np.isfinite(out["true_reward_first_step_sort"])
+    assert 0.0 <= out["policy_entropy"] <= out["uniform_entropy"] + 1e-5
+    assert out["stage_steps"]["generator"] == 6

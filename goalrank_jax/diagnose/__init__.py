@@ -15,6 +15,9 @@ the run evaluated: the selected ones under ``select_metric``) and measures, on `
   beside ``uniform_entropy``, that of a uniform choice among the remaining candidates;
 * ``N@L_greedy`` and ``N@L_first_step_sort``: N@L on logged labels of the autoregressive greedy
   list and of the sort of the generator's first-step scores;
+* ``true_reward_greedy`` and ``true_reward_first_step_sort`` (synthetic data only, else
+  ``null``): the true user model's exact expected reward of the same two lists, which counts
+  the list-wise terms that N@L on fixed logged labels cannot see;
 * ``rm_validation_auc``: the reward model's per-request candidate AUC on the validation split;
 * ``rm_true_spearman`` (synthetic data only): the mean within-request Spearman correlation of
   the reward model's candidate scores with the true relevance logits (``null`` on real data);
@@ -47,6 +50,7 @@ from scipy import stats
 from goalrank_jax import configs, metrics, policies, run, sampling, sharding, stages
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.data import pipeline
+from goalrank_jax.env import true_model as synthetic
 
 
 def load_config(workdir: str) -> configs.ExperimentConfig:
@@ -85,8 +89,11 @@ def _step_entropy(policy, params, batch, lists):
     return entropy, uniform
 
 
-def batch_measures(gen_params, rm_params, batch, key, *, policy, evaluator, list_len, samples):
-    """Per-request measures of one batch: dict name -> [B]."""
+def batch_measures(
+    gen_params, rm_params, batch, key, *, policy, evaluator, list_len, samples, true_params=None
+):
+    """Per-request measures of one batch: dict name -> [B]. With ``true_params`` (synthetic data)
+    also the true user model's expected reward of the greedy list and of the first-step sort."""
     mask = batch["cand_mask"]
     k_random, k_sample = jax.random.split(key)
     random_lists = policies.uniform_lists(mask, list_len, k_random, samples)
@@ -104,7 +111,17 @@ def batch_measures(gen_params, rm_params, batch, key, *, policy, evaluator, list
     def reward(lists):
         return evaluator.list_rewards(rm_params, batch, lists).mean(-1)
 
-    return {
+    out = {}
+    if true_params is not None:
+        for name, lists in (("greedy", greedy), ("first_step_sort", first_sort[1])):
+            out[f"true_reward_{name}"] = synthetic.list_reward_from_candidates(
+                batch["cand_true_logit"],
+                batch["cand_category"],
+                batch["cand_partner"],
+                lists.astype(jnp.int32),
+                true_params,
+            )
+    return out | {
         "random": reward(random_lists),
         "generator_greedy": reward(greedy[:, None]),
         "generator_samples": reward(sampled),
@@ -277,6 +294,7 @@ def diagnose(
                 evaluator=evaluator,
                 list_len=dataset.list_len,
                 samples=samples,
+                true_params=config.data.env.true_model if dataset.has_true_model else None,
             )
         )
         key = jax.random.key(seed)
@@ -312,6 +330,10 @@ def diagnose(
         "uniform_entropy": float(np.mean(rows["uniform_entropy"])),
         f"{ndcg}_greedy": float(np.nanmean(rows[f"{ndcg}_greedy"])),
         f"{ndcg}_first_step_sort": float(np.nanmean(rows[f"{ndcg}_first_step_sort"])),
+        **{
+            name: (float(np.mean(rows[name])) if name in rows else None)
+            for name in ("true_reward_greedy", "true_reward_first_step_sort")
+        },
         **rm,
         "stage_steps": {
             "reward_model": int(rm_state.step),
