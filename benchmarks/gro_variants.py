@@ -66,7 +66,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
             f"--config.gro.supervised_form={form}",
             "--config.train.select_metric=validation/goalrank/N@6",  # L = 6 in the experiment
         )
-        for form in ("first_step_bce", "every_step_bce", "logged_nll")
+        for form in ("first_step_bce", "every_step_bce", "logged_nll", "group_step_bce")
     },
 }
 # The budget in epochs of the train split, with the generator selected (and stopped early) on

@@ -19,7 +19,7 @@ from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 DATASETS = ("synthetic", "ml100k", "ml1m", "amazon_book", "kuairand")
 GROUP_CONSTRUCTIONS = ("on_policy", "plackett_luce", "mixed")
 LOSS_FORMS = ("log_prob", "prob")
-SUPERVISED_FORMS = ("first_step_bce", "every_step_bce", "logged_nll")
+SUPERVISED_FORMS = ("first_step_bce", "every_step_bce", "logged_nll", "group_step_bce")
 REWARD_MODEL_KINDS = ("pointwise", "list_aware")
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 # gro.auxiliary: the reference policies of goalrank_jax/reference_policies.py that need no
@@ -181,7 +181,9 @@ class GROConfig:
     # "first_step_bce" = BCE of the first-step logits vs the candidate labels (steps 2..L get no
     # supervision; the current default, kept for ablation); "every_step_bce" = teacher-forced on
     # the logged list, BCE at every step over the candidates still available; "logged_nll" =
-    # NLL of the logged positives in shown order (teacher-forced positives first).
+    # NLL of the logged positives in shown order (teacher-forced positives first);
+    # "group_step_bce" = every_step_bce along each of the group's own lists instead of the
+    # logged one (prefixes chosen without the labels).
     supervised_form: str = "first_step_bce"
     tau_ref: float = 1.0  # Temperature of the reference policy softmax(A / tau_ref).
     # Weights of the group's log-likelihoods: False = pi_ref (the paper's cross-entropy; the

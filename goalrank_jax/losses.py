@@ -11,8 +11,9 @@ The reference policy is a constant (no gradient flows into the rewards).
 
 The supervised term L_sup on the logged labels y [B, N] comes in three forms
 (``GROConfig.supervised_form``): :func:`supervised_bce` of the first-step logits (steps 2..L
-unsupervised, kept for ablation), :func:`every_step_bce` along the teacher-forced logged list and
-:func:`logged_nll` of the logged positives in their shown order.
+unsupervised, kept for ablation), :func:`every_step_bce` along the teacher-forced logged list,
+:func:`logged_nll` of the logged positives in their shown order, and :func:`group_step_bce`,
+every_step_bce along the group's own lists.
 """
 
 from __future__ import annotations
@@ -132,6 +133,35 @@ def every_step_bce(
     count = available.sum(-1).astype(step_logits.dtype)
     per_step = per_cand.sum(-1) / jnp.maximum(count, 1.0)
     return weighted_mean(per_step.mean(-1), weights)
+
+
+def group_step_bce(
+    step_logits: jnp.ndarray,
+    lists: jnp.ndarray,
+    labels: jnp.ndarray,
+    cand_mask: jnp.ndarray,
+    weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """:func:`every_step_bce` along each of the K lists of the group, averaged over the lists:
+
+        L_sup = (1 / K) sum_k every_step_bce(step_logits[:, k], lists[:, k], y, mask, w)
+
+    Along the logged list (``every_step_bce``), the prefix of step t is what the logging policy
+    showed, and the labels below it carry its list-wise effects (an item below a same-category
+    one is clicked less): the later steps learn those, and apply them to prefixes the logging
+    policy never chose. The group's lists are chosen without the labels, so at every step the
+    loss's minimiser is each remaining candidate's label rate given the request alone: the
+    later steps then rank the remaining candidates as the first step ranks them all.
+
+    Args:
+      step_logits: [B, K, L, N] step logits along the group's lists.
+      lists: [B, K, L] int32 the group's lists.
+      labels, cand_mask, weights: as in :func:`every_step_bce`.
+    """
+    per_list = jax.vmap(every_step_bce, in_axes=(1, 1, None, None, None))(
+        step_logits, lists, labels, cand_mask, weights
+    )
+    return per_list.mean()
 
 
 def _positive_steps(lists, labels, cand_mask) -> jnp.ndarray:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from goalrank_jax import losses, policies, sampling
+from goalrank_jax import configs, losses, policies, sampling
 from goalrank_jax.models import reward_model as rm
 
 
@@ -106,13 +106,15 @@ def policy_terms(
     :func:`losses.every_step_bce` / :func:`losses.logged_nll` of the step logits along
     :func:`teacher_list`, scored as list K+1 of the group's pass (same dropout key, the candidate
     encoding shared): (K+1)/K of the group pass's cost instead of a second pass.
+    "group_step_bce": :func:`losses.group_step_bce` of the group pass's own step logits (no
+    extra list).
     """
     labels, mask = batch["cand_labels"], batch["cand_mask"]
-    if supervised_form not in ("first_step_bce", "every_step_bce", "logged_nll"):
+    if supervised_form not in configs.SUPERVISED_FORMS:
         raise ValueError(f"Unknown supervised_form {supervised_form!r}.")
     teacher = None
     scored = lists
-    if supervised_form != "first_step_bce":
+    if supervised_form in ("every_step_bce", "logged_nll"):
         teacher = teacher_list(supervised_form, batch, policy.list_len)
         scored = jnp.concatenate([lists, teacher[:, None, :]], axis=1)
     logits = policy.step_logits(params, batch, scored, dropout_key)
@@ -120,7 +122,9 @@ def policy_terms(
     masked = policy.masked(group_logits, batch, lists)
     log_probs = sampling.log_prob_from_logits(masked, lists)
     entropy = sampling.step_entropy(masked).mean()
-    if teacher is None:
+    if supervised_form == "group_step_bce":
+        sup_loss = losses.group_step_bce(group_logits, lists, labels, mask)
+    elif teacher is None:
         sup_loss = losses.supervised_bce(logits[:, 0, 0], labels, mask)
     else:
         loss = losses.every_step_bce if supervised_form == "every_step_bce" else losses.logged_nll

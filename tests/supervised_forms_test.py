@@ -213,24 +213,63 @@ def _np_logged(batch):
     return np.argsort(np.where(pos >= 0, pos, pos.shape[-1]), axis=1)[:, :LIST_LEN]
 
 
+def _np_step_logits(policy, params, batch, teacher):
+    """[B, L, N] the step logits along ``teacher`` [B, L] from a pass of its own."""
+    if policy.plackett_luce:
+        first = np.asarray(policy.first_step_logits(params, batch))
+        return np.repeat(first[:, None, :], LIST_LEN, axis=1)
+    return np.asarray(
+        policy.module.apply(params, batch, jnp.asarray(teacher)[:, None], method="list_logits")
+    )[:, 0]
+
+
 def _np_expected_sup(form, policy, params, batch):
     """The form's loss on the logged list's teacher-forced logits from a pass of its own."""
     logged = _np_logged(batch)
     labels, mask = batch["cand_labels"], batch["cand_mask"]
-    if policy.plackett_luce:
-        first = np.asarray(policy.first_step_logits(params, batch))
-        step_logits = np.repeat(first[:, None, :], LIST_LEN, axis=1)
-    else:
-        teacher = np_positives_first(logged, labels, mask) if form == "logged_nll" else logged
-        step_logits = np.asarray(
-            policy.module.apply(params, batch, jnp.asarray(teacher)[:, None], method="list_logits")
-        )[:, 0]
+    teacher = np_positives_first(logged, labels, mask) if form == "logged_nll" else logged
+    step_logits = _np_step_logits(policy, params, batch, teacher)
     if form == "every_step_bce":
         return np_every_step_bce(step_logits, logged, labels, mask)
     return np_logged_nll(step_logits, logged, labels, mask)
 
 
 POLICIES = [("prefix", False), ("fast", False), ("prefix", True)]
+
+
+def _random_group(batch, group_size=4, seed=0):
+    """[B, K, L] random lists of distinct valid candidates."""
+    rng = np.random.default_rng(seed)
+    return np.stack(
+        [
+            [rng.permutation(np.flatnonzero(row))[:LIST_LEN] for _ in range(group_size)]
+            for row in batch["cand_mask"]
+        ]
+    ).astype(np.int32)
+
+
+@pytest.mark.parametrize("variant,plackett_luce", POLICIES)
+def test_group_step_bce_is_every_step_bce_along_each_group_list(variant, plackett_luce):
+    """group_step_bce from the group's pass equals the mean over the K lists of the numpy
+    every-step BCE of each list's separately computed logits."""
+    _, batch, _, policy = _setup(variant, plackett_luce, "group_step_bce")
+    params = policy.module.init(jax.random.key(1), batch)
+    lists = _random_group(batch, seed=3)
+    labels, mask = batch["cand_labels"], batch["cand_mask"]
+    _, sup, _ = jax.jit(lambda p: ts.policy_terms("group_step_bce", policy, p, batch, lists))(
+        params
+    )
+    expected = np.mean(
+        [
+            np_every_step_bce(
+                _np_step_logits(policy, params, batch, lists[:, k]), lists[:, k], labels, mask
+            )
+            for k in range(lists.shape[1])
+        ]
+    )
+    np.testing.assert_allclose(sup, expected, rtol=1e-4)
+    # It is not the loss along the logged list.
+    assert abs(float(sup) - _np_expected_sup("every_step_bce", policy, params, batch)) > 1e-4
 
 
 @pytest.mark.parametrize("variant,plackett_luce", POLICIES)
@@ -241,13 +280,7 @@ def test_supervised_loss_matches_recomputation(variant, plackett_luce, form):
     teacher-forced pass (the extra list K+1 does not disturb them)."""
     _, batch, _, policy = _setup(variant, plackett_luce, form)
     params = policy.module.init(jax.random.key(1), batch)
-    rng = np.random.default_rng(0)
-    lists = np.stack(
-        [
-            [rng.permutation(np.flatnonzero(row))[:LIST_LEN] for _ in range(4)]
-            for row in batch["cand_mask"]
-        ]
-    ).astype(np.int32)
+    lists = _random_group(batch)
     log_probs, sup, _ = jax.jit(lambda p: ts.policy_terms(form, policy, p, batch, lists))(params)
     np.testing.assert_allclose(sup, _np_expected_sup(form, policy, params, batch), rtol=1e-4)
     expected_log_probs, _ = policy.log_prob_and_first_logits(params, batch, lists)
