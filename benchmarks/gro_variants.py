@@ -68,6 +68,18 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         )
         for form in ("first_step_bce", "every_step_bce", "logged_nll", "group_step_bce")
     },
+    # The same with mixed groups (gro.group_construction=mixed, the auxiliary lists in every
+    # group).
+    **{
+        f"sup_{form}_mixed": (
+            "--config.gro.supervised_weight=1",
+            "--config.gro.reward_weight=0.01",
+            f"--config.gro.supervised_form={form}",
+            "--config.train.select_metric=validation/goalrank/N@6",
+            "--config.gro.group_construction=mixed",
+        )
+        for form in ("every_step_bce", "logged_nll", "group_step_bce")
+    },
 }
 # The budget in epochs of the train split, with the generator selected (and stopped early) on
 # the validation gro_progress: --extra=... flags of a converged sweep (see docs/gro.md).
@@ -79,6 +91,8 @@ CONVERGED = (
 )
 
 
+# The diagnosis fields kept in each row (with rm_reward).
+KEPT = ("gro_progress", "policy_entropy", "N@", "rm_", "uniform", "true_reward")
 TRACKED = ("sample_log_prob", "group_reward_std", "ref_max_weight", "gro_loss")
 
 
@@ -98,14 +112,21 @@ def _trajectory(path: str, points: int = 5) -> list[dict]:
     return [rows[i] for i in picks]
 
 
+def _true_rewards(split: dict) -> str:
+    """'greedy / first-step sort' true rewards (synthetic data, diagnosed since they exist)."""
+    greedy, first = split.get("true_reward_greedy"), split.get("true_reward_first_step_sort")
+    return "-" if greedy is None or first is None else f"{greedy:.4f} / {first:.4f}"
+
+
 def markdown(rows: list[dict]) -> str:
     """The table of docs/gro.md: one row per variant (the last line of each in variants.jsonl)."""
     latest = {row["variant"]: row for row in rows}
     head = (
         "| variant | overrides | val gro_progress | val sampled | entropy (nats/step) | "
-        "val N@L greedy | val N@L first-step sort | test gro_progress | test sampled |"
+        "val N@L greedy | val N@L first-step sort | test gro_progress | test sampled | "
+        "test N@L greedy / first-step sort | test true reward greedy / first-step sort |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for name, row in latest.items():
         val, test = row["validation"], row["test"]
         ndcg = sorted(k for k in val if k.startswith("N@") and k.endswith("_greedy"))[0]
@@ -114,7 +135,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {name} | {' '.join(row['overrides']) or '-'} | {val['gro_progress']:.3f} | "
             f"{val['gro_progress_sampled']:.3f} | {val['policy_entropy']:.2f} "
             f"(uniform {val['uniform_entropy']:.2f}) | {val[ndcg]:.4f} | {val[first]:.4f} | "
-            f"{test['gro_progress']:.3f} | {test['gro_progress_sampled']:.3f} |"
+            f"{test['gro_progress']:.3f} | {test['gro_progress_sampled']:.3f} | "
+            f"{test[ndcg]:.4f} / {test[first]:.4f} | {_true_rewards(test)} |"
         )
     return "\n".join(lines)
 
@@ -174,11 +196,7 @@ def main() -> None:
         row = {"variant": name, "overrides": list(VARIANTS[name]), "extra": budget + args.extra}
         for split in ("validation", "test"):
             d = bench_runs.diagnose_cached(run_dir, split, log_path)
-            row[split] = {
-                k: d[k]
-                for k in d
-                if k.startswith(("gro_progress", "policy_entropy", "N@", "rm_", "uniform"))
-            }
+            row[split] = {k: d[k] for k in d if k.startswith(KEPT)}
             row[split]["rm_reward"] = d["rm_reward"]
         with open(os.path.join(run_dir, "results.json")) as f:
             results = json.load(f)
