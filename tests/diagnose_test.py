@@ -149,3 +149,17 @@ def test_command_on_a_workdir_without_a_run_exits_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "holds no goalrank_jax run" in done.stderr
     assert done.stdout == ""
+
+
+def test_paired_difference_against_the_paired_t_statistic():
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.3, 0.2, 400)
+    b = a - rng.normal(0.01, 0.05, 400)
+    a_with_gaps = np.where(np.arange(400) % 50 == 0, np.nan, a)
+    out = diagnose.paired_difference(a_with_gaps, b)
+    keep = np.arange(400) % 50 != 0
+    t = stats.ttest_rel(a[keep], b[keep]).statistic
+    assert out["requests"] == keep.sum()
+    np.testing.assert_allclose(out["mean"] / out["stderr"], t, rtol=1e-9)
+    np.testing.assert_allclose(out["mean"], np.mean(a[keep] - b[keep]), rtol=1e-12)
+    assert np.isnan(diagnose.paired_difference(a[:1], b[:1])["stderr"])

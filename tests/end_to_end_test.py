@@ -127,5 +127,10 @@ def test_diagnose_agrees_with_the_run_evaluation(runs):
         results["test/rm_reward"], rel=1e-4
     )
     assert np.isfinite(out["true_reward_first_step_sort"])
+    diff = out["greedy_minus_first_step_sort"]
+    assert diff["N@3"]["mean"] == pytest.approx(out["N@3_greedy"] - out["N@3_first_step_sort"])
+    assert diff["true_reward"]["mean"] == pytest.approx(
+        out["true_reward_greedy"] - out["true_reward_first_step_sort"], abs=1e-6
+    )
     assert 0.0 <= out["policy_entropy"] <= out["uniform_entropy"] + 1e-5
     assert out["stage_steps"]["generator"] == 6

@@ -18,6 +18,8 @@ the run evaluated: the selected ones under ``select_metric``) and measures, on `
 * ``true_reward_greedy`` and ``true_reward_first_step_sort`` (synthetic data only, else
   ``null``): the true user model's exact expected reward of the same two lists, which counts
   the list-wise terms that N@L on fixed logged labels cannot see;
+* ``greedy_minus_first_step_sort``: the per-request differences greedy - first-step sort of N@L
+  and (synthetic data) of the true reward: ``mean``, ``stderr`` and ``requests``;
 * ``rm_validation_auc``: the reward model's per-request candidate AUC on the validation split;
 * ``rm_true_spearman`` (synthetic data only): the mean within-request Spearman correlation of
   the reward model's candidate scores with the true relevance logits (``null`` on real data);
@@ -141,6 +143,18 @@ def _gather(fn, batches) -> dict[str, np.ndarray]:
         for name, value in jax.device_get(fn(batch)).items():
             rows.setdefault(name, []).append(np.asarray(value)[keep])
     return {name: np.concatenate(parts) for name, parts in rows.items()}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean of the per-request difference a - b over the requests where both are defined, and
+    its standard error (sample std with ddof=1 over sqrt(n)): is a list above the other by more
+    than the noise of the split?"""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    diff = diff[np.isfinite(diff)]
+    if diff.size < 2:
+        return {"mean": float("nan"), "stderr": float("nan"), "requests": int(diff.size)}
+    stderr = diff.std(ddof=1) / np.sqrt(diff.size)
+    return {"mean": float(diff.mean()), "stderr": float(stderr), "requests": int(diff.size)}
 
 
 def _progress(rewards: dict[str, float], name: str) -> float:
@@ -333,6 +347,14 @@ def diagnose(
         **{
             name: (float(np.mean(rows[name])) if name in rows else None)
             for name in ("true_reward_greedy", "true_reward_first_step_sort")
+        },
+        "greedy_minus_first_step_sort": {
+            ndcg: paired_difference(rows[f"{ndcg}_greedy"], rows[f"{ndcg}_first_step_sort"]),
+            "true_reward": (
+                paired_difference(rows["true_reward_greedy"], rows["true_reward_first_step_sort"])
+                if "true_reward_greedy" in rows
+                else None
+            ),
         },
         **rm,
         "stage_steps": {
