@@ -44,7 +44,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cmp.shared_reward_model = True  # One evaluator (seed `seed`) for every seed and method.
     cmp.methods = comparison_config.METHODS  # dnn prm supervised_ar nar4rec_ge pier_ge mge goalrank
     cmp.ablations = comparison_config.ABLATIONS  # group_size loss_form group_construction
-    cmp.group_sizes = (2, 4, 8, 16, 32, 64)  # K of the group-size sweep (default K is gro's, 8).
+    # K of the group-size sweep (the default K is gro's, 8). The default groups are mixed: each
+    # holds the 4 auxiliary lists, so the sweep starts at K = 5 (one sampled list).
+    cmp.group_sizes = (5, 8, 16, 32, 64)
     cmp.mge_ks = (1, 3, 5, 10, 20, 50, 100)  # Numbers of MG-E generators.
     cmp.num_proposals = 100  # Lists each G-E generator proposes per request.
     cmp.split = "test"
@@ -63,7 +65,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if smoke:
         cmp.seeds = (1, 2)
         cfg.gro.auxiliary = ("logged", "reward_model_greedy")  # K=4: two sampled lists when mixed
-        cmp.group_sizes = (2, 4)
+        cmp.group_sizes = (3, 4)
         cmp.mge_ks = (1, 3, 8)
         cmp.num_proposals = 4
         cmp.baseline_train.num_steps = 4

@@ -172,6 +172,7 @@ def test_bad_comparison_configs_are_named(override, message):
 
 def test_a_derived_run_that_cannot_exist_is_named():
     cfg = _comparison_values()
+    cfg.gro.group_construction = "on_policy"  # the mixed ablation is then a derived run
     cfg.gro.auxiliary = ("logged", "retriever", "reward_model_greedy", "random")  # fills K = 4
     with pytest.raises(ValueError, match="goalrank_mixed"):
         comparison_config.from_config_dict(cfg)
@@ -207,7 +208,7 @@ def smoke_comparison(tmp_path_factory):
         f"--workdir={workdir}",
         "--config.compare.seeds=7",
         "--config.compare.ablations=group_size",
-        "--config.compare.group_sizes=2",
+        "--config.compare.group_sizes=3",  # the 2 auxiliary lists of K = 3 and one sampled
         # Every ranker selected on its validation N@3, evaluated every 2 steps.
         "--config.compare.select_metric=N@3",
         "--config.compare.baseline_train.eval_every=2",
@@ -259,7 +260,7 @@ def test_every_ranker_is_selected_on_validation_and_its_training_reported(smoke_
     with open(os.path.join(workdir, "comparison.json")) as f:
         training_records = json.load(f)["training"]
     stages = training_records["7"]
-    for name in ("dnn", "prm", "nar", "supervised_ar", "goalrank", "goalrank_K2"):
+    for name in ("dnn", "prm", "nar", "supervised_ar", "goalrank", "goalrank_K3"):
         record = stages[name]
         assert record["selected_step"] in range(2, record["num_steps"] + 1, 2), name
         assert record["steps"] == record["num_steps"] and record["epochs"] > 0

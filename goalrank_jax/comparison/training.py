@@ -48,10 +48,12 @@ def goalrank_runs(experiment: configs.ExperimentConfig, comparison) -> list[Goal
     if "goalrank" in comparison.methods or comparison.ablations:
         runs.append(GoalRankRun("goalrank", gro))
     if "supervised_ar" in comparison.methods or "mge" in comparison.methods:
-        # w_R = 0 makes the sampled group irrelevant to the update; K = 2 keeps it cheap.
-        runs.append(
-            GoalRankRun("supervised_ar", dataclasses.replace(gro, reward_weight=0.0, group_size=2))
+        # w_R = 0: no reward enters the update. The group's lists matter only to the
+        # "group_step_bce" form (its prefixes); two on-policy lists keep that cheap.
+        supervised = dataclasses.replace(
+            gro, reward_weight=0.0, group_size=2, group_construction="on_policy"
         )
+        runs.append(GoalRankRun("supervised_ar", supervised))
     if "group_size" in comparison.ablations:
         for k in comparison.group_sizes:
             runs.append(GoalRankRun(f"goalrank_K{k}", dataclasses.replace(gro, group_size=k)))
