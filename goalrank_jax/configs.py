@@ -182,8 +182,9 @@ class GROConfig:
     # supervision; the current default, kept for ablation); "every_step_bce" = teacher-forced on
     # the logged list, BCE at every step over the candidates still available; "logged_nll" =
     # NLL of the logged positives in shown order (teacher-forced positives first);
-    # "group_step_bce" = every_step_bce along each of the group's own lists instead of the
-    # logged one (prefixes chosen without the labels).
+    # "group_step_bce" = every_step_bce along each of the group's sampled lists instead of the
+    # logged one (prefixes chosen without the labels; a mixed group's auxiliary lists are
+    # left out).
     supervised_form: str = "first_step_bce"
     tau_ref: float = 1.0  # Temperature of the reference policy softmax(A / tau_ref).
     # Weights of the group's log-likelihoods: False = pi_ref (the paper's cross-entropy; the

@@ -142,9 +142,12 @@ def group_step_bce(
     cand_mask: jnp.ndarray,
     weights: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
-    """:func:`every_step_bce` along each of the K lists of the group, averaged over the lists:
+    """:func:`every_step_bce` along each of the K sampled lists of a group, averaged over them:
 
         L_sup = (1 / K) sum_k every_step_bce(step_logits[:, k], lists[:, k], y, mask, w)
+
+    (the train step passes the sampled lists only: a mixed group's auxiliary lists, the logged
+    one among them, are left out).
 
     Along the logged list (``every_step_bce``), the prefix of step t is what the logging policy
     showed, and the labels below it carry its list-wise effects (an item below a same-category

@@ -97,6 +97,7 @@ def policy_terms(
     batch: dict,
     lists,
     dropout_key=None,
+    sampled_from: int = 0,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """(log pi(lists) [B, K], L_sup, mean per-step entropy of the policy along the lists) from
     one differentiable teacher-forced pass.
@@ -106,8 +107,9 @@ def policy_terms(
     :func:`losses.every_step_bce` / :func:`losses.logged_nll` of the step logits along
     :func:`teacher_list`, scored as list K+1 of the group's pass (same dropout key, the candidate
     encoding shared): (K+1)/K of the group pass's cost instead of a second pass.
-    "group_step_bce": :func:`losses.group_step_bce` of the group pass's own step logits (no
-    extra list).
+    "group_step_bce": :func:`losses.group_step_bce` of the group pass's own step logits along
+    the sampled lists ``lists[:, sampled_from:]`` (no extra list; a mixed group's auxiliary
+    lists come first and are left out: the logged one was chosen with the labels).
     """
     labels, mask = batch["cand_labels"], batch["cand_mask"]
     if supervised_form not in configs.SUPERVISED_FORMS:
@@ -123,7 +125,8 @@ def policy_terms(
     log_probs = sampling.log_prob_from_logits(masked, lists)
     entropy = sampling.step_entropy(masked).mean()
     if supervised_form == "group_step_bce":
-        sup_loss = losses.group_step_bce(group_logits, lists, labels, mask)
+        sampled = slice(sampled_from, None)
+        sup_loss = losses.group_step_bce(group_logits[:, sampled], lists[:, sampled], labels, mask)
     elif teacher is None:
         sup_loss = losses.supervised_bce(logits[:, 0, 0], labels, mask)
     else:
@@ -177,7 +180,13 @@ def goalrank_train_step(
 
     def loss_fn(params):
         log_probs, sup_loss, entropy = policy_terms(
-            gro.supervised_form, policy, params, batch, lists, dropout_key
+            gro.supervised_form,
+            policy,
+            params,
+            batch,
+            lists,
+            dropout_key,
+            sampled_from=len(gro.auxiliary) if gro.group_construction == "mixed" else 0,
         )
         gro_loss = losses.gro_loss(log_probs, weights, loss_form=gro.loss_form)
         total = (

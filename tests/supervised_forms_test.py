@@ -249,22 +249,28 @@ def _random_group(batch, group_size=4, seed=0):
 
 
 @pytest.mark.parametrize("variant,plackett_luce", POLICIES)
-def test_group_step_bce_is_every_step_bce_along_each_group_list(variant, plackett_luce):
-    """group_step_bce from the group's pass equals the mean over the K lists of the numpy
-    every-step BCE of each list's separately computed logits."""
+@pytest.mark.parametrize("sampled_from", [0, 2])
+def test_group_step_bce_is_every_step_bce_along_each_sampled_list(
+    variant, plackett_luce, sampled_from
+):
+    """group_step_bce from the group's pass equals the mean over the sampled lists (those from
+    ``sampled_from`` on; a mixed group's auxiliary lists come first) of the numpy every-step
+    BCE of each list's separately computed logits."""
     _, batch, _, policy = _setup(variant, plackett_luce, "group_step_bce")
     params = policy.module.init(jax.random.key(1), batch)
     lists = _random_group(batch, seed=3)
     labels, mask = batch["cand_labels"], batch["cand_mask"]
-    _, sup, _ = jax.jit(lambda p: ts.policy_terms("group_step_bce", policy, p, batch, lists))(
-        params
-    )
+    _, sup, _ = jax.jit(
+        lambda p: ts.policy_terms(
+            "group_step_bce", policy, p, batch, lists, sampled_from=sampled_from
+        )
+    )(params)
     expected = np.mean(
         [
             np_every_step_bce(
                 _np_step_logits(policy, params, batch, lists[:, k]), lists[:, k], labels, mask
             )
-            for k in range(lists.shape[1])
+            for k in range(sampled_from, lists.shape[1])
         ]
     )
     np.testing.assert_allclose(sup, expected, rtol=1e-4)
