@@ -158,6 +158,7 @@ def goalrank_train_step(
     key = jax.random.fold_in(base_key, state.step)
     sample_key, dropout_key, aux_key = jax.random.split(key, 3)
     frozen_params = jax.lax.stop_gradient(state.params)
+    num_auxiliary = 0  # the group's first slots hold the auxiliary lists, the rest are sampled
     if gro.group_construction == "mixed":
         aux = policies.auxiliary_lists(
             gro.auxiliary, batch, evaluator, state.reward_params, policy.list_len, aux_key
@@ -170,6 +171,7 @@ def goalrank_train_step(
             gro.sample_temperature,
         )
         lists = jnp.concatenate([aux, sampled], axis=1)
+        num_auxiliary = aux.shape[1]
     else:
         lists = policy.sample(
             frozen_params, batch, sample_key, gro.group_size, gro.sample_temperature
@@ -186,7 +188,7 @@ def goalrank_train_step(
             batch,
             lists,
             dropout_key,
-            sampled_from=len(gro.auxiliary) if gro.group_construction == "mixed" else 0,
+            sampled_from=num_auxiliary,
         )
         gro_loss = losses.gro_loss(log_probs, weights, loss_form=gro.loss_form)
         total = (
