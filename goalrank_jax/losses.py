@@ -13,7 +13,7 @@ The supervised term L_sup on the logged labels y [B, N] comes in three forms
 (``GROConfig.supervised_form``): :func:`supervised_bce` of the first-step logits (steps 2..L
 unsupervised, kept for ablation), :func:`every_step_bce` along the teacher-forced logged list,
 :func:`logged_nll` of the logged positives in their shown order, and :func:`group_step_bce`,
-every_step_bce along the group's own lists.
+every_step_bce along the group's sampled lists.
 """
 
 from __future__ import annotations
