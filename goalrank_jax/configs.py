@@ -52,8 +52,10 @@ class DataConfig:
     data_dir: str = ""  # TFDS data directory; "" means <workdir>/tfds.
     num_candidates: int = 50  # N: candidates per request (logged L + N - L retrieved).
     # Source of the N - L non-logged candidates: "retriever" (the stage-1 MF retriever's top
-    # unseen items, SPEC section 5) or "impression" (synthetic only: the items the world's
-    # logging system retrieved for the request but did not show; needs env.impression_size >= N).
+    # unseen items, SPEC section 5), "impression" (synthetic only: the items the world's
+    # logging system retrieved for the request but did not show; needs env.impression_size >= N),
+    # "random" (drawn uniformly from the items the user never interacted with) or "popular"
+    # (drawn from those in proportion to 1 + their positive interactions in the train split).
     candidates: str = "retriever"
     # Give the models the item side features the dataset has (synthetic: the item's category;
     # ML-100K / ML-1M: the genres of the item file beside the ratings); False = item ids only.

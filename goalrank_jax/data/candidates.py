@@ -187,3 +187,63 @@ def recall_of_positives(
     check_range("positive_items", positive_items, 0, params.num_items)
     top = retrieve(params, users, exclude, num_candidates, chunk_size)
     return float(np.mean(np.any(top == positive_items[:, None], axis=1)))
+
+
+def sample_unseen(
+    weights: np.ndarray,
+    exclude: np.ndarray,
+    num_candidates: int,
+    seed: int,
+    chunk_size: int = 4096,
+) -> np.ndarray:
+    """Draws M distinct items per request, without replacement, in proportion to ``weights``.
+
+    The draw is Plackett-Luce sampling done as a Gumbel top-M of ``log(weights)`` (the first
+    item is drawn with probability weight / total, the next from what is left, ...); excluded
+    items are never drawn. Uniform weights give uniformly random unseen items.
+
+    Args:
+        weights: [I] non-negative item weights, at least one positive.
+        exclude: [R, E] int item ids never to draw for each request, padded with -1.
+        num_candidates: M.
+        seed: numpy seed of the draw (the result is a function of it and the inputs).
+        chunk_size: requests drawn per block (a [chunk_size, I] matrix at a time).
+
+    Returns:
+        [R, M] int32 distinct item ids per request, in the order drawn.
+
+    Raises:
+        ValueError: on malformed inputs, or if some request has fewer than M items of positive
+            weight left after exclusion.
+    """
+    weights = np.asarray(weights, np.float64)
+    if weights.ndim != 1 or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("weights must be a 1-D array of finite non-negative item weights")
+    num_items = weights.shape[0]
+    check_int("num_candidates", num_candidates, minimum=1)
+    check_int("chunk_size", chunk_size, minimum=1)
+    exclude = np.asarray(exclude)
+    exclude = _check_exclude(exclude, exclude.shape[0] if exclude.ndim else 0)
+    check_range("exclude", exclude, -1, num_items)
+    num_requests = exclude.shape[0]
+    log_w = np.where(weights > 0, np.log(np.maximum(weights, 1e-300)), -np.inf)
+    rng = np.random.default_rng(seed)
+    out = np.zeros((num_requests, num_candidates), np.int32)
+    for lo in range(0, num_requests, chunk_size):
+        hi = min(lo + chunk_size, num_requests)
+        keys = log_w[None, :] + rng.gumbel(size=(hi - lo, num_items))
+        block = exclude[lo:hi]
+        rows = np.broadcast_to(np.arange(hi - lo)[:, None], block.shape)
+        keep = block >= 0
+        keys[rows[keep], block[keep]] = -np.inf
+        available = np.sum(np.isfinite(keys), axis=1)
+        if int(available.min()) < num_candidates:
+            worst = lo + int(np.argmin(available))
+            raise ValueError(
+                f"num_candidates={num_candidates} exceeds the {int(available.min())} items of "
+                f"positive weight left to request {worst} after excluding its items"
+            )
+        top = np.argpartition(-keys, num_candidates - 1, axis=1)[:, :num_candidates]
+        order = np.argsort(-np.take_along_axis(keys, top, 1), axis=1, kind="stable")
+        out[lo:hi] = np.take_along_axis(top, order, 1)
+    return out

@@ -21,7 +21,7 @@ from goalrank_jax.data import retriever as retriever_lib
 
 SPLITS = ("train", "validation", "test")
 # Where the N - L non-logged candidates of a request come from (DataConfig.candidates).
-CANDIDATE_SOURCES = ("retriever", "impression")
+CANDIDATE_SOURCES = ("retriever", "impression", "random", "popular")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +148,31 @@ def _impression_candidates(logs: Logs, count: int) -> np.ndarray:
     return np.ascontiguousarray(logs.unshown[:, :count]).astype(np.int32)
 
 
+def _never_interacted(logs: Logs, seen: np.ndarray) -> np.ndarray:
+    """[R, S] every item of the request's user's whole timeline (-1 padded): the ``seen`` row
+    of the user's last request."""
+    rows = _timeline_index(logs)
+    last = np.zeros(int(logs.user.max()) + 1, np.int64)
+    last[logs.user[rows]] = rows  # the last row written per user is its latest request
+    return seen[last[logs.user]]
+
+
+def _sampled_candidates(
+    logs: Logs, split: np.ndarray, seen: np.ndarray, num_items: int, count: int, how: str, seed: int
+) -> np.ndarray:
+    """[R, count] items the request's user never interacted with, drawn without replacement
+    uniformly ("random") or in proportion to 1 + their number of positive interactions in the
+    train split ("popular")."""
+    if how == "random":
+        weights = np.ones(num_items)
+    else:
+        train = split == 0
+        positives = logs.items[train][logs.labels[train] > 0]
+        weights = 1.0 + np.bincount(positives, minlength=num_items)[:num_items]
+    exclude = _never_interacted(logs, seen)
+    return candidates_lib.sample_unseen(weights, exclude, count, seed=seed + 1)
+
+
 def _stats(
     logs: Logs,
     split: np.ndarray,
@@ -199,8 +224,11 @@ def build_requests(
 
     ``candidates`` = "retriever": the N - L other candidates are the stage-1 retriever's top
     unseen items (the protocol of SPEC section 5); "impression": the first N - L items the
-    logging system retrieved for the request but did not show (``logs.unshown``). The retriever
-    is trained either way: it scores every candidate (``cand_retriever_score``).
+    logging system retrieved for the request but did not show (``logs.unshown``); "random":
+    drawn uniformly from the items the user never interacted with (in the whole log);
+    "popular": drawn from those items in proportion to 1 + their number of positive
+    interactions in the train split. The retriever is trained either way: it scores every
+    candidate (``cand_retriever_score``).
 
     Returns ({split: {feature: [R_split, ...] array}}, stats). Features:
       user_id [], history_items [H], history_labels [H], cand_items [N], cand_labels [N],
@@ -218,6 +246,10 @@ def build_requests(
     )
     if candidates == "impression":
         retrieved = _impression_candidates(logs, num_candidates - list_len)
+    elif candidates in ("random", "popular"):
+        retrieved = _sampled_candidates(
+            logs, split, seen, num_items, num_candidates - list_len, candidates, seed
+        )
     elif candidates != "retriever":
         raise ValueError(f"candidates must be one of {CANDIDATE_SOURCES}, got {candidates!r}")
     scores_all = (
