@@ -78,6 +78,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         f"sup_{form}_mixed": (*SUPERVISED[form], "--config.gro.group_construction=mixed")
         for form in ("every_step_bce", "logged_nll", "group_step_bce")
     },
+    # The experiment's default (mixed groups, group_step_bce) with other generator seeds: the
+    # same reward model and data, another initialisation, batch order and sampling.
+    **{
+        f"sup_group_step_bce_mixed_seed{seed}": (
+            *SUPERVISED["group_step_bce"],
+            "--config.gro.group_construction=mixed",
+            f"--config.seed={seed}",
+        )
+        for seed in (1, 2)
+    },
 }
 # The budget in epochs of the train split, with the generator selected (and stopped early) on
 # the validation gro_progress: --extra=... flags of a converged sweep (see docs/gro.md).

@@ -14,6 +14,8 @@ after ``smoke``, so ``smoke,size=1m`` is tiny data with a 1M generator); ``varia
 = the generator variant. A preset's depth depends on the variant, so choose the variant here
 (``:size=10m,variant=fast``) rather than with ``--config.generator.variant``, which would keep
 the prefix variant's depth. Counts: ``python -m goalrank_jax.scaling.param_count --config=...``.
+``evaluator=pointwise|list_aware`` = the reward model's kind (the evaluator GRO, G-E and MG-E
+optimise against; the list-aware one adds the pairwise term over the items above each position).
 Every field is documented in goalrank_jax/configs.py; the values here differ from the paper's
 (D=128, K=20, batch 512, 200 epochs) only to fit the default run in about 20 minutes on a
 2-core CPU. Override any of them with --config.<field>=<value>.
@@ -28,9 +30,10 @@ REAL_DATASETS = ("ml100k", "ml1m", "amazon_book", "kuairand")
 
 
 def parse_all_args(arg: str) -> dict:
-    """'dataset=ml100k,smoke,size=1m,variant=fast' -> {dataset, smoke, size, variant}
-    (size / variant None when not given)."""
+    """'dataset=ml100k,smoke,size=1m,variant=fast,evaluator=list_aware' -> {dataset, smoke,
+    size, variant, evaluator} (size / variant / evaluator None when not given)."""
     args = {"dataset": "synthetic", "smoke": False, "size": None, "variant": None}
+    args["evaluator"] = None
     for part in filter(None, (p.strip() for p in arg.split(","))):
         name, _, value = part.partition("=")
         if part == "smoke":
@@ -52,10 +55,17 @@ def parse_all_args(arg: str) -> dict:
                     f"{configs.GENERATOR_VARIANTS}."
                 )
             args["variant"] = value
+        elif name == "evaluator" and value:
+            if value not in configs.REWARD_MODEL_KINDS:
+                raise ValueError(
+                    f"Unknown evaluator {value!r} in config arg; use one of "
+                    f"{configs.REWARD_MODEL_KINDS}."
+                )
+            args["evaluator"] = value
         else:
             raise ValueError(
-                f"Unknown config arg {part!r}; use 'smoke', 'dataset=NAME', 'size=NAME' and/or "
-                "'variant=NAME'."
+                f"Unknown config arg {part!r}; use 'smoke', 'dataset=NAME', 'size=NAME', "
+                "'variant=NAME' and/or 'evaluator=KIND'."
             )
     return args
 
@@ -196,6 +206,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.train.select_metric = f"validation/goalrank/N@{cfg.data.list_len}"
     if args["variant"]:
         cfg.generator.variant = args["variant"]
+    if args["evaluator"]:
+        cfg.reward_model.kind = args["evaluator"]
     if args["size"]:
         # Width and depth of the preset for the chosen variant; dropout and dtype are kept.
         cfg.generator.update(presets.get_preset(args["size"]).model_fields(cfg.generator.variant))

@@ -49,10 +49,25 @@ def build_dataclass(cls: type, values: Mapping[str, Any], path: str) -> Any:
                 raise ValueError(f"Config field {path}{key} must be a group of fields.")
             kwargs[key] = build_dataclass(hint, value, f"{path}{key}.")
         elif typing.get_origin(hint) is tuple:
-            kwargs[key] = tuple(value)
+            kwargs[key] = split_commas(value)
         else:
             kwargs[key] = coerce(value, hint, path + key)
     return cls(**kwargs)
+
+
+def split_commas(value: Any) -> tuple:
+    """A tuple field's value as a tuple, each string element split at commas and stripped, empty
+    parts dropped: a flag ``--config.compare.methods=prm,mge`` arrives as ``("prm,mge",)`` and
+    ``--config.compare.ablations=`` as ``("",)``; they become ``("prm", "mge")`` and ``()``."""
+    if isinstance(value, str):
+        value = (value,)
+    parts = []
+    for element in value:
+        if isinstance(element, str):
+            parts += [p.strip() for p in element.split(",") if p.strip()]
+        else:
+            parts.append(element)
+    return tuple(parts)
 
 
 def coerce(value: Any, hint: Any, name: str) -> Any:

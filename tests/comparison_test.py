@@ -194,6 +194,18 @@ def test_goalrank_runs_share_no_settings_and_alias_the_default():
     assert by_name["supervised_ar"].reward_weight == 0
     assert by_name["goalrank_prob"].loss_form == "prob"
     assert isinstance(by_name["goalrank_plackett_luce"], configs.GROConfig)
+    assert "goalrank_prefix" not in names  # an optional method, off by default
+
+
+def test_the_prefix_row_is_goalrank_with_the_prefix_generator():
+    values = _comparison_values(methods=("goalrank", "goalrank_prefix"), prefix_num_epochs=2)
+    experiment, comparison = comparison_config.from_config_dict(values)
+    runs = {r.name: r for r in training.goalrank_runs(experiment, comparison)}
+    assert runs["goalrank_prefix"].gro == runs["goalrank"].gro
+    assert (runs["goalrank_prefix"].variant, runs["goalrank_prefix"].num_epochs) == ("prefix", 2)
+    assert (runs["goalrank"].variant, runs["goalrank"].num_epochs) == ("", 0)
+    with pytest.raises(ValueError, match="prefix_num_epochs must be >= 0"):
+        comparison_config.from_config_dict(_comparison_values(prefix_num_epochs=-1))
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +220,7 @@ def smoke_comparison(tmp_path_factory):
         f"--workdir={workdir}",
         "--config.compare.seeds=7",
         "--config.compare.ablations=group_size",
+        "--config.compare.methods=" + ",".join(comparison_config.METHODS + ("goalrank_prefix",)),
         "--config.compare.group_sizes=3",  # the 2 auxiliary lists of K = 3 and one sampled
         # Every ranker selected on its validation N@3, evaluated every 2 steps.
         "--config.compare.select_metric=N@3",
@@ -226,7 +239,8 @@ def test_smoke_comparison_reports_every_baseline(smoke_comparison):
     with open(os.path.join(workdir, "comparison.json")) as f:
         document = json.load(f)
     summary = document["summary"]
-    for row in ("dnn", "prm", "supervised_ar", "nar", "pier_ge", "nar4rec_ge", "goalrank"):
+    rows = ("dnn", "prm", "supervised_ar", "nar", "pier_ge", "nar4rec_ge", "goalrank")
+    for row in rows + ("goalrank_prefix",):
         assert row in summary, row
         assert 0.0 <= summary[row]["N@3"]["mean"] <= 1.0
         assert np.isfinite(summary[row]["true_reward"]["mean"])
@@ -249,7 +263,8 @@ def test_smoke_comparison_reports_every_baseline(smoke_comparison):
     with open(os.path.join(workdir, "comparison.md")) as f:
         text = f.read()
     assert "Checked on the mean `N@3` (logged labels):" in text
-    for label in ("DNN", "PRM", "PIER-style G-E", "NAR4Rec-style G-E", "GoalRank", "MG-E, k = 3"):
+    labels = ("DNN", "PRM", "PIER-style G-E", "NAR4Rec-style G-E", "GoalRank", "MG-E, k = 3")
+    for label in labels + ("prefix generator",):
         assert label in text
     for picture in ("mge_vs_k.png", "group_size.png"):
         assert os.path.getsize(os.path.join(workdir, picture)) > 1000

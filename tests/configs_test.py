@@ -27,6 +27,14 @@ def test_experiment_configs_are_valid(arg):
 def test_unknown_experiment_arg():
     with pytest.raises(ValueError, match="Unknown config arg"):
         _experiment("huge")
+    with pytest.raises(ValueError, match="Unknown evaluator 'oracle'"):
+        _experiment("evaluator=oracle")
+
+
+def test_the_evaluator_arg_sets_the_reward_model_kind():
+    assert _experiment("").reward_model.kind == "pointwise"
+    config = configs.from_config_dict(_experiment("smoke,evaluator=list_aware"))
+    assert config.reward_model.kind == "list_aware"
 
 
 @pytest.mark.parametrize(
@@ -81,3 +89,15 @@ def test_config_is_frozen():
     config = configs.from_config_dict(_experiment("smoke"))
     with pytest.raises(AttributeError):
         config.gro.group_size = 3
+
+
+def test_tuple_fields_split_comma_separated_flag_values():
+    from goalrank_jax.config_fields import split_commas
+
+    assert split_commas(("prm,mge, goalrank",)) == ("prm", "mge", "goalrank")
+    assert split_commas(("",)) == ()
+    assert split_commas("logged") == ("logged",)
+    assert split_commas((1, 2, 3)) == (1, 2, 3)
+    cfg = _experiment("smoke")
+    cfg.gro.auxiliary = ("logged,random",)  # as --config.gro.auxiliary=logged,random gives it
+    assert configs.from_config_dict(cfg).gro.auxiliary == ("logged", "random")

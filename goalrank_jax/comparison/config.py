@@ -17,6 +17,10 @@ from goalrank_jax import config_fields, configs
 # generator proposes lists, the reward model picks), mge (k heterogeneous generators + the
 # reward model). GoalRank: goalrank (the experiment's GRO settings) and its ablations.
 METHODS = ("dnn", "prm", "supervised_ar", "nar4rec_ge", "pier_ge", "mge", "goalrank")
+# Methods a comparison may add to the default ones: goalrank_prefix = GoalRank with the
+# paper-faithful prefix-conditioned generator (about 20x slower per step than the fast one), the
+# same GRO settings, width and budget unless compare.prefix_num_epochs says otherwise.
+OPTIONAL_METHODS = ("goalrank_prefix",)
 ABLATIONS = ("group_size", "loss_form", "group_construction")
 # Metric families compare.select_metric may name (logged-label metrics of a ranker's lists).
 SELECT_METRICS = ("H", "N", "M", "F1", "AUC")
@@ -31,7 +35,8 @@ def _check_subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) 
 @dataclasses.dataclass(frozen=True)
 class ComparisonConfig:
     seeds: tuple[int, ...] = (1, 2, 3)  # One full repetition (reward model included) per seed.
-    methods: tuple[str, ...] = METHODS  # Which methods of METHODS to train and evaluate.
+    # Which methods of METHODS + OPTIONAL_METHODS to train and evaluate.
+    methods: tuple[str, ...] = METHODS
     ablations: tuple[str, ...] = ABLATIONS  # Which GoalRank ablations of ABLATIONS to run.
     group_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)  # K of the group-size sweep.
     mge_ks: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100)  # Numbers of MG-E generators.
@@ -46,6 +51,9 @@ class ComparisonConfig:
     # state kept, stopped after `patience` evaluations without a new best. "" = no selection
     # (the last state of a fixed budget).
     select_metric: str = ""
+    # goalrank_prefix only: its budget in epochs (0 = the GoalRank generator's train.num_epochs),
+    # for a CPU where the prefix generator cannot train as long as the fast one.
+    prefix_num_epochs: int = 0
     # Training of the DNN, PRM and NAR baselines (BCE / likelihood on logged feedback); their
     # sizes are those of the experiment's `generator` group, so every method has the same width.
     baseline_train: configs.StageConfig = dataclasses.field(default_factory=configs.StageConfig)
@@ -55,7 +63,11 @@ class ComparisonConfig:
             raise ValueError("ComparisonConfig.seeds is empty: give at least one seed.")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ComparisonConfig.seeds repeats a seed: {self.seeds}")
-        _check_subset("methods", self.methods, METHODS)
+        _check_subset("methods", self.methods, METHODS + OPTIONAL_METHODS)
+        if self.prefix_num_epochs < 0:
+            raise ValueError(
+                f"ComparisonConfig.prefix_num_epochs must be >= 0, got {self.prefix_num_epochs}"
+            )
         _check_subset("ablations", self.ablations, ABLATIONS)
         for k in self.group_sizes:
             if k < 2:

@@ -33,6 +33,7 @@ LABELS = {
     "pier_ge": "PIER-style G-E",
     "nar4rec_ge": "NAR4Rec-style G-E",
     "goalrank": "**GoalRank**",
+    "goalrank_prefix": "GoalRank, prefix generator (paper-faithful)",
     **{name: policy.label for name, policy in reference_policies.REGISTRY.items()},
 }
 
@@ -254,6 +255,8 @@ def main_rows(summary, ks, mge_rows, metric) -> list[tuple[str, str]]:
     if best_mge is not None:
         rows.append((best_mge, f"best MG-E on {metric}: k = {best_mge.split('@')[1]}"))
     rows.append(("goalrank", LABELS["goalrank"]))
+    if "goalrank_prefix" in summary:
+        rows.append(("goalrank_prefix", LABELS["goalrank_prefix"]))
     return rows + [(r, LABELS[r]) for r in REFERENCES]
 
 

@@ -30,10 +30,13 @@ from goalrank_jax.models.layers import Backbone
 
 @dataclasses.dataclass(frozen=True)
 class GoalRankRun:
-    """One GoalRank training run: its stage name and GRO settings."""
+    """One GoalRank training run: its stage name and GRO settings; ``variant`` / ``num_epochs``
+    replace the experiment's generator variant / budget in epochs when set."""
 
     name: str
     gro: configs.GROConfig
+    variant: str = ""
+    num_epochs: int = 0
 
 
 def goalrank_runs(experiment: configs.ExperimentConfig, comparison) -> list[GoalRankRun]:
@@ -70,6 +73,9 @@ def goalrank_runs(experiment: configs.ExperimentConfig, comparison) -> list[Goal
             if construction != gro.group_construction:
                 gro_c = dataclasses.replace(gro, group_construction=construction)
                 runs.append(GoalRankRun(f"goalrank_{construction}", gro_c))
+    if "goalrank_prefix" in comparison.methods:
+        epochs = comparison.prefix_num_epochs
+        runs.append(GoalRankRun("goalrank_prefix", gro, variant="prefix", num_epochs=epochs))
     for run in runs:
         try:
             run.gro.validate()
@@ -77,9 +83,10 @@ def goalrank_runs(experiment: configs.ExperimentConfig, comparison) -> list[Goal
             raise ValueError(f"GoalRank run {run.name!r} of the comparison: {err}") from None
     unique, seen = [], {}
     for run in runs:
-        if run.gro in seen and run.name != "supervised_ar":
+        setting = (run.gro, run.variant, run.num_epochs)
+        if setting in seen and run.name != "supervised_ar":
             continue  # e.g. goalrank_K8 when the default K is 8: the same run as goalrank
-        seen.setdefault(run.gro, run.name)
+        seen.setdefault(setting, run.name)
         unique.append(run)
     return unique
 
@@ -260,8 +267,16 @@ class SeedTrainer:
         return module, self._train(self.selected(stage, greedy))
 
     def generator(self, run_spec: GoalRankRun, evaluator, reward_params):
-        # The same initial parameters, batches and key stream for every GoalRank run of a seed.
+        # The same initial parameters, batches and key stream for every GoalRank run of a seed
+        # (of one generator variant).
         exp = dataclasses.replace(self.experiment, gro=run_spec.gro)
+        if run_spec.variant:
+            generator = dataclasses.replace(exp.generator, variant=run_spec.variant)
+            exp = dataclasses.replace(exp, generator=generator)
+        if run_spec.num_epochs:
+            exp = dataclasses.replace(
+                exp, train=dataclasses.replace(exp.train, num_epochs=run_spec.num_epochs)
+            )
         policy = run_lib.generator_policy(exp, self.dataset)
         stage = run_lib.generator_stage(
             exp, policy, evaluator, self.context, reward_params, name=run_spec.name
