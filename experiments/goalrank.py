@@ -29,6 +29,10 @@ from goalrank_jax.scaling import presets
 REAL_DATASETS = ("ml100k", "ml1m", "amazon_book", "kuairand")
 
 
+# Config args that name one of a fixed set of values: name -> the allowed values.
+CHOICES = {"variant": configs.GENERATOR_VARIANTS, "evaluator": configs.REWARD_MODEL_KINDS}
+
+
 def parse_all_args(arg: str) -> dict:
     """'dataset=ml100k,smoke,size=1m,variant=fast,evaluator=list_aware' -> {dataset, smoke,
     size, variant, evaluator} (size / variant / evaluator None when not given)."""
@@ -48,20 +52,11 @@ def parse_all_args(arg: str) -> dict:
         elif name == "size" and value:
             presets.get_preset(value)  # raises, listing the valid presets
             args["size"] = value
-        elif name == "variant" and value:
-            if value not in configs.GENERATOR_VARIANTS:
-                raise ValueError(
-                    f"Unknown variant {value!r} in config arg; use one of "
-                    f"{configs.GENERATOR_VARIANTS}."
-                )
-            args["variant"] = value
-        elif name == "evaluator" and value:
-            if value not in configs.REWARD_MODEL_KINDS:
-                raise ValueError(
-                    f"Unknown evaluator {value!r} in config arg; use one of "
-                    f"{configs.REWARD_MODEL_KINDS}."
-                )
-            args["evaluator"] = value
+        elif name in CHOICES and value:
+            allowed = CHOICES[name]
+            if value not in allowed:
+                raise ValueError(f"Unknown {name} {value!r} in config arg; use one of {allowed}.")
+            args[name] = value
         else:
             raise ValueError(
                 f"Unknown config arg {part!r}; use 'smoke', 'dataset=NAME', 'size=NAME', "
