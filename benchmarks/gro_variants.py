@@ -45,7 +45,13 @@ SUPERVISED = {
         f"--config.gro.supervised_form={form}",
         "--config.train.select_metric=validation/goalrank/N@6",  # L = 6 in the experiment
     )
-    for form in ("first_step_bce", "every_step_bce", "logged_nll", "group_step_bce")
+    for form in (
+        "first_step_bce",
+        "every_step_bce",
+        "logged_nll",
+        "group_step_bce",
+        "group_step_softmax",
+    )
 }
 
 # name -> overrides on top of COMMON (later flags win).
@@ -76,7 +82,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     **{f"sup_{form}": flags for form, flags in SUPERVISED.items()},
     **{
         f"sup_{form}_mixed": (*SUPERVISED[form], "--config.gro.group_construction=mixed")
-        for form in ("every_step_bce", "logged_nll", "group_step_bce")
+        for form in ("every_step_bce", "logged_nll", "group_step_bce", "group_step_softmax")
     },
     # The experiment's default (mixed groups, group_step_bce) with other generator seeds: the
     # same reward model and data, another initialisation, batch order and sampling.

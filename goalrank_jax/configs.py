@@ -19,7 +19,13 @@ from goalrank_jax.env.synthetic import EnvConfig, TrueModelParams
 DATASETS = ("synthetic", "ml100k", "ml1m", "amazon_book", "kuairand")
 GROUP_CONSTRUCTIONS = ("on_policy", "plackett_luce", "mixed")
 LOSS_FORMS = ("log_prob", "prob")
-SUPERVISED_FORMS = ("first_step_bce", "every_step_bce", "logged_nll", "group_step_bce")
+SUPERVISED_FORMS = (
+    "first_step_bce",
+    "every_step_bce",
+    "logged_nll",
+    "group_step_bce",
+    "group_step_softmax",
+)
 REWARD_MODEL_KINDS = ("pointwise", "list_aware")
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 # gro.auxiliary: the reference policies of goalrank_jax/reference_policies.py that need no
@@ -186,7 +192,9 @@ class GROConfig:
     # NLL of the logged positives in shown order (teacher-forced positives first);
     # "group_step_bce" = every_step_bce along each of the group's sampled lists instead of the
     # logged one (prefixes chosen without the labels; a mixed group's auxiliary lists are
-    # left out).
+    # left out); "group_step_softmax" = along the same lists, softmax cross-entropy of each
+    # step's choice towards the positives still available (trains the argmax the greedy list
+    # takes, where BCE trains each candidate's label).
     supervised_form: str = "first_step_bce"
     tau_ref: float = 1.0  # Temperature of the reference policy softmax(A / tau_ref).
     # Weights of the group's log-likelihoods: False = pi_ref (the paper's cross-entropy; the

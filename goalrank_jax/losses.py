@@ -180,6 +180,59 @@ def positives_first(lists: jnp.ndarray, labels: jnp.ndarray, cand_mask: jnp.ndar
     return jnp.take_along_axis(lists, order, axis=-1)
 
 
+def every_step_softmax(
+    step_logits: jnp.ndarray,
+    lists: jnp.ndarray,
+    labels: jnp.ndarray,
+    cand_mask: jnp.ndarray,
+    weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """Softmax cross-entropy towards the positives still available, at every step of a
+    teacher-forced list: the step's choice, not each candidate's label, is what is trained.
+
+    With z_t [N] the step-t logits conditioned on lists[:t], A_t the available candidates (as in
+    :func:`every_step_bce`), P_t = {n in A_t : y_n > 0} and log p_t = log_softmax(z_t over A_t):
+
+        l_t     = - sum_{n in P_t} log p_t[n] / |P_t|        (0 when P_t is empty)
+        per_req = sum_t l_t / max(#{t : P_t non-empty}, 1)
+        L_sup   = sum_b w_b [some P_t non-empty] per_req_b / max(sum_b w_b [...], 1)
+
+    i.e. at every step the target distribution is uniform over the positives left, the
+    minimiser puts the step's mass on them, and requests with no positive carry no loss.
+
+    Args: as :func:`every_step_bce`.
+    """
+    available = available_candidates(lists, cand_mask)
+    chosen = sampling.prefix_multi_hot(lists, cand_mask.shape[-1])
+    log_probs = jax.nn.log_softmax(sampling.mask_logits(step_logits, cand_mask, chosen), -1)
+    positive = available & (labels[:, None, :] > 0)
+    count = positive.sum(-1).astype(step_logits.dtype)
+    per_step = -jnp.where(positive, log_probs, 0.0).sum(-1) / jnp.maximum(count, 1.0)
+    steps = (count > 0).sum(-1).astype(step_logits.dtype)
+    per_request = per_step.sum(-1) / jnp.maximum(steps, 1.0)
+    has_positive = (steps > 0).astype(step_logits.dtype)
+    request_weights = has_positive if weights is None else has_positive * weights
+    return weighted_mean(per_request, request_weights)
+
+
+def group_step_softmax(
+    step_logits: jnp.ndarray,
+    lists: jnp.ndarray,
+    labels: jnp.ndarray,
+    cand_mask: jnp.ndarray,
+    weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """:func:`every_step_softmax` along each of the K sampled lists of a group, averaged over
+    them (as :func:`group_step_bce` does with :func:`every_step_bce`).
+
+    Args: as :func:`group_step_bce`.
+    """
+    per_list = jax.vmap(every_step_softmax, in_axes=(1, 1, None, None, None))(
+        step_logits, lists, labels, cand_mask, weights
+    )
+    return per_list.mean()
+
+
 def logged_nll(
     step_logits: jnp.ndarray,
     lists: jnp.ndarray,

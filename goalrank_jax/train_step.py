@@ -81,6 +81,13 @@ def apply_gradients(state: TrainState, grads, optimizer) -> tuple[TrainState, di
     return new_state, metrics
 
 
+# The supervised forms computed along the group's own sampled lists.
+GROUP_FORMS = {
+    "group_step_bce": losses.group_step_bce,
+    "group_step_softmax": losses.group_step_softmax,
+}
+
+
 def teacher_list(supervised_form: str, batch: dict, list_len: int) -> jnp.ndarray:
     """[B, L] the list L_sup teacher-forces: the logged list in shown order, for "logged_nll"
     with its positives moved first (each group keeping the shown order)."""
@@ -110,6 +117,7 @@ def policy_terms(
     "group_step_bce": :func:`losses.group_step_bce` of the group pass's own step logits along
     the sampled lists ``lists[:, sampled_from:]`` (no extra list; a mixed group's auxiliary
     lists come first and are left out: the logged one was chosen with the labels).
+    "group_step_softmax": :func:`losses.group_step_softmax` along the same lists.
     """
     labels, mask = batch["cand_labels"], batch["cand_mask"]
     if supervised_form not in configs.SUPERVISED_FORMS:
@@ -124,9 +132,11 @@ def policy_terms(
     masked = policy.masked(group_logits, batch, lists)
     log_probs = sampling.log_prob_from_logits(masked, lists)
     entropy = sampling.step_entropy(masked).mean()
-    if supervised_form == "group_step_bce":
+    if supervised_form in GROUP_FORMS:
         sampled = slice(sampled_from, None)
-        sup_loss = losses.group_step_bce(group_logits[:, sampled], lists[:, sampled], labels, mask)
+        sup_loss = GROUP_FORMS[supervised_form](
+            group_logits[:, sampled], lists[:, sampled], labels, mask
+        )
     elif teacher is None:
         sup_loss = losses.supervised_bce(logits[:, 0, 0], labels, mask)
     else:

@@ -163,3 +163,23 @@ def test_paired_difference_against_the_paired_t_statistic():
     np.testing.assert_allclose(out["mean"] / out["stderr"], t, rtol=1e-9)
     np.testing.assert_allclose(out["mean"], np.mean(a[keep] - b[keep]), rtol=1e-12)
     assert np.isnan(diagnose.paired_difference(a[:1], b[:1])["stderr"])
+
+
+def test_remaining_auc_counts_ordered_pairs_among_the_remaining_candidates():
+    rng = np.random.default_rng(2)
+    batch, steps, num = 4, 3, 9
+    scores = np.round(rng.normal(size=(batch, steps, num)), 1).astype(np.float32)  # some ties
+    labels = (rng.random((batch, num)) < 0.4).astype(np.int8)
+    labels[0] = 0  # no positive: NaN at every step
+    remaining = rng.random((batch, steps, num)) < 0.7
+    got = np.asarray(diagnose.remaining_auc(jnp.asarray(scores), labels, jnp.asarray(remaining)))
+    for b in range(batch):
+        for t in range(steps):
+            pos = [n for n in range(num) if remaining[b, t, n] and labels[b, n] > 0]
+            neg = [n for n in range(num) if remaining[b, t, n] and labels[b, n] <= 0]
+            if not pos or not neg:
+                assert np.isnan(got[b, t])
+                continue
+            # Mann-Whitney U of the positives' scores over the negatives', normalised.
+            u = stats.mannwhitneyu(scores[b, t, pos], scores[b, t, neg]).statistic
+            np.testing.assert_allclose(got[b, t], u / (len(pos) * len(neg)), rtol=1e-6)

@@ -133,4 +133,9 @@ def test_diagnose_agrees_with_the_run_evaluation(runs):
         out["true_reward_greedy"] - out["true_reward_first_step_sort"], abs=1e-6
     )
     assert 0.0 <= out["policy_entropy"] <= out["uniform_entropy"] + 1e-5
+    # Step 1 of the greedy list is the first step itself: its AUC is the first-step scores'.
+    steps = out["step_auc_along_greedy"]
+    assert len(steps["step"]) == len(steps["first_step_scores"]) == 3
+    assert steps["step"][0] == pytest.approx(steps["first_step_scores"][0], abs=1e-6)
+    assert all(0.0 <= v <= 1.0 for v in steps["step"] + steps["first_step_scores"])
     assert out["stage_steps"]["generator"] == 6

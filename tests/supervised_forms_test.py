@@ -46,6 +46,28 @@ def np_every_step_bce(logits, lists, labels, mask, weights=None):
     return (per_request * weights).sum() / max(weights.sum(), 1.0)
 
 
+def np_every_step_softmax(logits, lists, labels, mask, weights=None):
+    """Loop reference: per step, -mean log-softmax (over the available candidates) of the
+    positives still available; per request the mean over steps that have one; requests
+    without a positive left out of the mean."""
+    batch, length, num = logits.shape
+    per_request, has = np.zeros(batch), np.zeros(batch)
+    for b in range(batch):
+        steps = []
+        for t in range(length):
+            shown = set(lists[b, :t].tolist())
+            avail = [n for n in range(num) if mask[b, n] and n not in shown]
+            positives = [n for n in avail if labels[b, n] > 0]
+            if not positives:
+                continue
+            norm = _np_logsumexp(np.array([logits[b, t, n] for n in avail]))
+            steps.append(-np.mean([logits[b, t, n] - norm for n in positives]))
+        if steps:
+            per_request[b], has[b] = np.mean(steps), 1.0
+    weights = has if weights is None else has * np.asarray(weights, np.float64)
+    return (per_request * weights).sum() / max(weights.sum(), 1.0)
+
+
 def np_positives_first(logged, labels, mask):
     out = []
     for b in range(logged.shape[0]):
@@ -276,6 +298,45 @@ def test_group_step_bce_is_every_step_bce_along_each_sampled_list(
     np.testing.assert_allclose(sup, expected, rtol=1e-4)
     # It is not the loss along the logged list.
     assert abs(float(sup) - _np_expected_sup("every_step_bce", policy, params, batch)) > 1e-4
+
+
+def test_every_step_softmax_matches_numpy_loop():
+    rng = np.random.default_rng(4)
+    batch, length, num = 5, 3, 7
+    logits = rng.normal(size=(batch, length, num)).astype(np.float32)
+    mask = rng.random((batch, num)) < 0.85
+    mask[:, :length] = True
+    labels = (rng.random((batch, num)) < 0.3).astype(np.float32)
+    labels[0] = 0.0  # a request without a positive carries no loss
+    labels[1] = 0.0
+    labels[1, 2] = 1.0  # the only positive, chosen at step 0 below: no later step has one
+    lists = np.stack([rng.permutation(np.flatnonzero(m))[:length] for m in mask]).astype(np.int32)
+    lists[1, 0] = 2
+    lists[1, 1:] = [n for n in np.flatnonzero(mask[1]) if n != 2][: length - 1]
+    weights = np.array([1.0, 1.0, 0.0, 2.0, 1.0], np.float32)
+    for w in (None, weights):
+        got = losses.every_step_softmax(logits, lists, labels, mask, w)
+        np.testing.assert_allclose(got, np_every_step_softmax(logits, lists, labels, mask, w), 1e-5)
+
+
+@pytest.mark.parametrize("variant,plackett_luce", POLICIES)
+def test_group_step_softmax_is_every_step_softmax_along_each_sampled_list(variant, plackett_luce):
+    _, batch, _, policy = _setup(variant, plackett_luce, "group_step_softmax")
+    params = policy.module.init(jax.random.key(1), batch)
+    lists = _random_group(batch, seed=5)
+    labels, mask = batch["cand_labels"], batch["cand_mask"]
+    _, sup, _ = jax.jit(
+        lambda p: ts.policy_terms("group_step_softmax", policy, p, batch, lists, sampled_from=1)
+    )(params)
+    expected = np.mean(
+        [
+            np_every_step_softmax(
+                _np_step_logits(policy, params, batch, lists[:, k]), lists[:, k], labels, mask
+            )
+            for k in range(1, lists.shape[1])
+        ]
+    )
+    np.testing.assert_allclose(sup, expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("variant,plackett_luce", POLICIES)

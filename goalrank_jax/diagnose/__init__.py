@@ -20,6 +20,11 @@ the run evaluated: the selected ones under ``select_metric``) and measures, on `
   the list-wise terms that N@L on fixed logged labels cannot see;
 * ``greedy_minus_first_step_sort``: the per-request differences greedy - first-step sort of N@L
   and (synthetic data) of the true reward: ``mean``, ``stderr`` and ``requests``;
+* ``step_auc_along_greedy``: do the later decoding steps rank the candidates still left as well
+  as the first step did? Along the greedy list, per step t the mean AUC (labels) of the step-t
+  logits among the candidates not yet chosen (``step``) and of the first-step logits among the
+  same candidates (``first_step_scores``); ``later_minus_first``: the difference over every
+  (request, step >= 2) with ``mean``, ``stderr`` and ``requests`` (pairs counted);
 * ``rm_validation_auc``: the reward model's per-request candidate AUC on the validation split;
 * ``rm_true_spearman`` (synthetic data only): the mean within-request Spearman correlation of
   the reward model's candidate scores with the true relevance logits (``null`` on real data);
@@ -91,6 +96,34 @@ def _step_entropy(policy, params, batch, lists):
     return entropy, uniform
 
 
+def remaining_auc(scores: jnp.ndarray, labels: jnp.ndarray, remaining: jnp.ndarray) -> jnp.ndarray:
+    """Per-step AUC of ``scores`` [B, L, N] against ``labels`` [B, N] among the ``remaining``
+    [B, L, N] candidates: the share of (positive, negative) pairs the scores order correctly,
+    ties counting one half; [B, L], NaN where a step has no positive or no negative left."""
+    positive = remaining & (labels[:, None, :] > 0)
+    negative = remaining & (labels[:, None, :] <= 0)
+    above = scores[..., :, None] - scores[..., None, :]  # [B, L, N(pos), N(neg)]
+    wins = jnp.where(above > 0, 1.0, jnp.where(above == 0, 0.5, 0.0))
+    pairs = positive[..., :, None] & negative[..., None, :]
+    count = pairs.sum((-2, -1))
+    auc = jnp.where(pairs, wins, 0.0).sum((-2, -1)) / jnp.maximum(count, 1)
+    return jnp.where(count > 0, auc, jnp.nan)
+
+
+def step_auc_along_greedy(policy, params, batch, greedy):
+    """How well each decoding step ranks the candidates still left along the greedy list:
+    (AUC of the step-t logits, AUC of the first-step logits on the same candidates), each
+    [B, L] (:func:`remaining_auc`). Later steps that rank the remaining candidates worse than
+    the first step did make the greedy list fall below the first-step sort."""
+    mask = batch["cand_mask"]
+    steps = policy.step_logits(params, batch, greedy[:, None])[:, 0]  # [B, L, N]
+    chosen = sampling.prefix_multi_hot(greedy[:, None], mask.shape[-1])[:, 0] > 0
+    remaining = mask[:, None, :] & ~chosen
+    first = jnp.broadcast_to(policy.first_step_logits(params, batch)[:, None, :], steps.shape)
+    labels = batch["cand_labels"]
+    return remaining_auc(steps, labels, remaining), remaining_auc(first, labels, remaining)
+
+
 def batch_measures(
     gen_params, rm_params, batch, key, *, policy, evaluator, list_len, samples, true_params=None
 ):
@@ -105,6 +138,7 @@ def batch_measures(
     first = policy.first_step_logits(gen_params, batch)
     first_sort = jax.lax.top_k(sampling.mask_logits(first, mask, jnp.zeros_like(mask)), list_len)
     entropy, uniform = _step_entropy(policy, gen_params, batch, sampled)
+    step_auc, first_auc = step_auc_along_greedy(policy, gen_params, batch, greedy)
     labels = batch["cand_labels"]
     values_greedy, eligible = metrics.per_request_metrics(greedy, labels, mask)
     values_sort, _ = metrics.per_request_metrics(first_sort[1].astype(jnp.int32), labels, mask)
@@ -130,6 +164,8 @@ def batch_measures(
         "evaluator_greedy": reward(best[:, None]),
         "policy_entropy": entropy,
         "uniform_entropy": uniform,
+        "step_auc": step_auc,
+        "first_step_auc": first_auc,
         f"{ndcg}_greedy": jnp.where(eligible[ndcg], values_greedy[ndcg], jnp.nan),
         f"{ndcg}_first_step_sort": jnp.where(eligible[ndcg], values_sort[ndcg], jnp.nan),
     }
@@ -155,6 +191,17 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         return {"mean": float("nan"), "stderr": float("nan"), "requests": int(diff.size)}
     stderr = diff.std(ddof=1) / np.sqrt(diff.size)
     return {"mean": float(diff.mean()), "stderr": float(stderr), "requests": int(diff.size)}
+
+
+def _step_auc_summary(step_auc: np.ndarray, first_auc: np.ndarray) -> dict:
+    """Per step t (1-based) the mean AUC of the step-t logits and of the first-step logits among
+    the candidates left along the greedy list, and the paired difference over steps 2..L."""
+    later = (step_auc[:, 1:] - first_auc[:, 1:]).reshape(-1)
+    return {
+        "step": [float(v) for v in np.nanmean(step_auc, axis=0)],
+        "first_step_scores": [float(v) for v in np.nanmean(first_auc, axis=0)],
+        "later_minus_first": paired_difference(later, np.zeros_like(later)),
+    }
 
 
 def _progress(rewards: dict[str, float], name: str) -> float:
@@ -356,6 +403,7 @@ def diagnose(
                 else None
             ),
         },
+        "step_auc_along_greedy": _step_auc_summary(rows["step_auc"], rows["first_step_auc"]),
         **rm,
         "stage_steps": {
             "reward_model": int(rm_state.step),
