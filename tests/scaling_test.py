@@ -184,3 +184,13 @@ def test_copied_reward_model_keeps_its_source_on_resume(tmp_path):
     own = workdir / "fast_0.1m"
     (own / "reward_model").mkdir(parents=True)
     assert scaling.share_reward_model(str(workdir), str(own), config) is None
+
+
+def test_estimate_seconds_left_by_epoch():
+    # Budgets in epochs: a line through seconds per epoch (10 s/epoch at 10 params, 20 at 20:
+    # seconds per epoch = 1 * params), times the mean epochs trained so far ((4 + 6) / 2 = 5).
+    done = [("fast", 10.0, 40.0, 4.0), ("fast", 20.0, 120.0, 6.0)]
+    assert scaling.estimate_seconds_left(done, [("fast", 30.0)]) == pytest.approx(30.0 * 5)
+    # A run without its epochs: the line through whole runs, as before.
+    mixed = [("fast", 10.0, 40.0, 4.0), ("fast", 20.0, 120.0, None)]
+    assert scaling.estimate_seconds_left(mixed, [("fast", 30.0)]) == pytest.approx(200.0)

@@ -70,10 +70,12 @@ def plot(path: str, records: list[dict], metric: str, references: dict, mge_curv
         ax.plot(xs, ys, marker="o", label=f"GoalRank ({variant})")
         for x, y, r in zip(xs, ys, rows, strict=True):
             ax.annotate(r["size"], (x, y), textcoords="offset points", xytext=(3, 5), fontsize=7)
-    if "reward_model_greedy" in references:
-        ax.axhline(
-            references["reward_model_greedy"], ls=":", color="gray", label="reward-model greedy"
-        )
+    for name, style, label in (
+        ("reward_model_greedy", ":", "reward-model greedy"),
+        ("random", "-.", "random lists"),
+    ):
+        if name in references:
+            ax.axhline(references[name], ls=style, color="gray", label=label)
     if mge_curve:
         k, best, _ = max(mge_curve, key=lambda p: p[1])
         ax.axhline(best, ls="--", color="C3", label=f"best MG-E (k={k})")
@@ -104,14 +106,32 @@ def plot(path: str, records: list[dict], metric: str, references: dict, mge_curv
     os.replace(path + ".tmp.png", path)
 
 
+def _epochs(record: dict) -> str:
+    """Epochs the run's generator trained, '(stopped early)' when it did."""
+    results = record["results"]
+    epochs = results.get("stages/generator/epochs")
+    if epochs is None:
+        return "-"
+    stopped = " (stopped early)" if results.get("stages/generator/stopped_early") else ""
+    return f"{epochs:.1f}{stopped}"
+
+
 def write_report(workdir, records, *, experiment, study, vocabulary, mge, command) -> dict:
     """Writes scaling.md, scaling.json and scaling.png under ``workdir``; returns the JSON."""
     list_len, metric = experiment.data.list_len, study["metric"]
     columns = _quality_columns(list_len)
+    train = experiment.train
     budget = {
-        "generator_steps": experiment.train.num_steps,
-        "batch_size": experiment.train.batch_size,
-        "requests_seen": experiment.train.num_steps * experiment.train.batch_size,
+        "batch_size": train.batch_size,
+        **(
+            {"max_epochs": train.num_epochs, "patience": train.patience}
+            if train.num_epochs
+            else {
+                "generator_steps": train.num_steps,
+                "requests_seen": train.num_steps * train.batch_size,
+            }
+        ),
+        "select_metric": train.select_metric or "none (last state)",
         "group_size": experiment.gro.group_size,
         "learning_rate": experiment.train.optim.learning_rate,
         "reward_weight": experiment.gro.reward_weight,
@@ -139,14 +159,15 @@ def write_report(workdir, records, *, experiment, study, vocabulary, mge, comman
         "",
         "| variant | preset | params (non-emb) | params (total) | "
         + " | ".join(label for _, label in columns)
-        + " | step (s) | wall time | reward model |",
-        "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|",
+        + " | epochs | step (s) | wall time | reward model |",
+        "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|---|",
     ]
     for r in sorted(records, key=lambda r: (r["variant"], r["params_non_embedding"])):
         cells = [f"{r['results'].get(key, float('nan')):.4f}" for key, _ in columns]
         lines.append(
             f"| {r['variant']} | {r['size']} | {r['params_non_embedding']:,} | "
-            f"{r['params_total']:,} | " + " | ".join(cells) + f" | {r['step_time_s']:.3f} | "
+            f"{r['params_total']:,} | " + " | ".join(cells) + f" | {_epochs(r)} | "
+            f"{r['step_time_s']:.3f} | "
             f"{format_duration(r['wall_time_s'])} | {r['reward_model']} |"
         )
     lines += ["", "Trend:", "", *trend_lines(records, metric), ""]

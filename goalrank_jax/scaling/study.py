@@ -189,17 +189,26 @@ def step_time_s(run_dir: str) -> float:
 
 
 def estimate_seconds_left(
-    done: Sequence[tuple[str, float, float]], remaining: Sequence[tuple[str, float]]
+    done: Sequence[tuple], remaining: Sequence[tuple[str, float]]
 ) -> float | None:
-    """Rough time left: per variant a least-squares line seconds = a + b * params through the
-    finished runs (variant, params, seconds); a variant with fewer than two sizes done (or a
-    line that does not rise) borrows the line through all runs. None while no rising line can
-    be fitted (e.g. after one run: small runs are overhead-bound, so scaling one run by
-    parameters would overstate the rest many times)."""
+    """Rough time left. ``done``: the finished runs as (variant, params, seconds) or (variant,
+    params, seconds, epochs trained). Per variant a least-squares line seconds = a + b * params
+    through the finished runs; a variant with fewer than two sizes done (or a line that does
+    not rise) borrows the line through all runs. When every finished run says how many epochs
+    it trained (budgets in epochs, early stopping), the line is through seconds per epoch and
+    each remaining run is predicted at the mean number of epochs trained so far. None while no
+    rising line can be fitted (e.g. after one run: small runs are overhead-bound, so scaling one
+    run by parameters would overstate the rest many times)."""
+    epochs = [float(d[3]) for d in done if len(d) > 3 and d[3]]
+    per_run = 1.0
+    points = [(d[0], float(d[1]), float(d[2])) for d in done]
+    if done and len(epochs) == len(done):
+        per_run = float(np.mean(epochs))
+        points = [(v, p, s / e) for (v, p, s), e in zip(points, epochs, strict=True)]
 
-    def predictor(points):
-        params = np.array([p for p, _ in points], float)
-        seconds = np.array([s for _, s in points], float)
+    def predictor(pairs):
+        params = np.array([p for p, _ in pairs], float)
+        seconds = np.array([s for _, s in pairs], float)
         if len(set(params)) < 2:
             return None
         slope, intercept = np.polyfit(params, seconds, 1)
@@ -207,14 +216,14 @@ def estimate_seconds_left(
             return None
         return lambda p: max(intercept + slope * p, seconds.min())
 
-    pooled = predictor([(p, s) for _, p, s in done])
+    pooled = predictor([(p, s) for _, p, s in points])
     total = 0.0
     for variant, params in remaining:
-        own = predictor([(p, s) for v, p, s in done if v == variant])
+        own = predictor([(p, s) for v, p, s in points if v == variant])
         line = own or pooled
         if line is None:
             return None
-        total += line(params)
+        total += line(params) * per_run
     return float(total)
 
 
@@ -291,11 +300,13 @@ def _train_run(workdir, name, config, share, primary, label, log_fn) -> dict:
     return results
 
 
-def _seconds_left(timings: list, record: dict, remaining, report_only: bool) -> float | None:
-    """Adds ``record``'s run to ``timings`` and estimates the time the ``remaining`` runs take."""
+def _seconds_left(timings: list, record: dict, remaining, report_only: bool, by_epoch: bool):
+    """Adds ``record``'s run to ``timings`` and estimates the time the ``remaining`` runs take
+    (``by_epoch``: the budget is in epochs, so the estimate goes by seconds per epoch)."""
     # The run that trained the shared reward model is slower than the others: it times the
     # estimate only until another run has finished.
-    point = (record["variant"], float(record["params_non_embedding"]), float(record["run_seconds"]))
+    epochs = record["results"].get("stages/generator/epochs") if by_epoch else None
+    point = (record["variant"], record["params_non_embedding"], record["run_seconds"], epochs)
     timings.append((point, record["reward_model"] != "trained"))
     points = [p for p, shared in timings if shared] or [p for p, _ in timings]
     return None if report_only else estimate_seconds_left(points, remaining)
@@ -366,7 +377,8 @@ def run_study(
         record = _record(size, variant, run_dir, counts[size, variant], results, cached)
         records.append(record)
         remaining = [(v, float(counts[s, v].non_embedding)) for s, v in plan[index + 1 :]]
-        left = _seconds_left(timings, record, remaining, report_only)
+        by_epoch = experiment.train.num_epochs > 0
+        left = _seconds_left(timings, record, remaining, report_only, by_epoch)
         log_fn(
             f"[scaling] {name}: {'cached' if cached else 'done'}; "
             f"{study.metric}={results.get(study.metric, float('nan')):.4f}; "
