@@ -251,6 +251,10 @@ def seed_params(models) -> dict:
     }
 
 
+def _decoder_key(policy) -> tuple:
+    return policy.plackett_luce, type(policy.module)
+
+
 class SeedEvaluation:
     """Compiled list functions of one seed's models; ``__call__`` evaluates a split.
 
@@ -277,10 +281,12 @@ class SeedEvaluation:
 
         self._metric_fn = jax.jit(metric_sums)
         self._references = jax.jit(lists.references)
+        # One compiled greedy decoder per (policy form, generator variant): the GoalRank runs of
+        # a seed share it, the prefix generator's row has its own.
         self._greedy = {}
         for policy, _ in models.generators.values():
-            if policy.plackett_luce not in self._greedy:
-                self._greedy[policy.plackett_luce] = jax.jit(policy.greedy)
+            if _decoder_key(policy) not in self._greedy:
+                self._greedy[_decoder_key(policy)] = jax.jit(policy.greedy)
         self._scorer_sort = {
             name: jax.jit(functools.partial(lists.sort, scorer))
             for name, (scorer, _) in models.scorers.items()
@@ -294,7 +300,7 @@ class SeedEvaluation:
         for name, sort in self._scorer_sort.items():
             rows[name] = sort(self.params["scorers"][name], batch)
         for name, (policy, params) in self.models.generators.items():
-            rows[name] = (self._greedy[policy.plackett_luce](params, batch), None)
+            rows[name] = (self._greedy[_decoder_key(policy)](params, batch), None)
         ge_key, mge_key = jax.random.split(key)
         for name, lists in self._ge(self.params, batch, ge_key).items():
             rows[name] = (lists, None)
