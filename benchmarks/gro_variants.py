@@ -84,6 +84,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         f"sup_{form}_mixed": (*SUPERVISED[form], "--config.gro.group_construction=mixed")
         for form in ("every_step_bce", "logged_nll", "group_step_bce", "group_step_softmax")
     },
+    # Mixed groups, group_step_bce along the sampled lists and the label-free auxiliary ones
+    # (retriever, reward-model greedy, random: every auxiliary list but the logged one).
+    "sup_group_step_bce_mixed_label_free": (
+        *SUPERVISED["group_step_bce"],
+        "--config.gro.group_construction=mixed",
+        "--config.gro.supervise_auxiliary=label_free",
+    ),
     # The experiment's default (mixed groups, group_step_bce) with other generator seeds: the
     # same reward model and data, another initialisation, batch order and sampling.
     **{

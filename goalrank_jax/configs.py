@@ -209,6 +209,10 @@ class GROConfig:
     sample_temperature: float = 1.0  # Temperature of on-policy group sampling.
     # "mixed": these reference policies fill the first len(auxiliary) of the K slots, in order.
     auxiliary: tuple[str, ...] = ("logged", "retriever", "reward_model_greedy", "random")
+    # Which auxiliary lists of a mixed group the group forms of L_sup (group_step_*) supervise
+    # besides the sampled ones: "none" (the sampled lists only) or "label_free" (also every
+    # auxiliary list whose choice did not see the labels: all but "logged").
+    supervise_auxiliary: str = "none"
 
     def validate(self) -> None:
         if self.group_size < 2:
@@ -223,6 +227,7 @@ class GROConfig:
         one_of(self, "loss_form", LOSS_FORMS)
         one_of(self, "supervised_form", SUPERVISED_FORMS)
         one_of(self, "group_construction", GROUP_CONSTRUCTIONS)
+        one_of(self, "supervise_auxiliary", ("none", "label_free"))
         for name in self.auxiliary:
             if name not in AUXILIARY_POLICIES:
                 raise ValueError(

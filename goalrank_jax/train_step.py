@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from goalrank_jax import configs, losses, policies, sampling
@@ -88,6 +89,13 @@ GROUP_FORMS = {
 }
 
 
+def supervised_auxiliary_slots(gro: configs.GROConfig) -> tuple[int, ...]:
+    """The auxiliary slots of a mixed group that the group forms of L_sup supervise."""
+    if gro.supervise_auxiliary == "label_free":
+        return tuple(i for i, name in enumerate(gro.auxiliary) if name != "logged")
+    return ()
+
+
 def teacher_list(supervised_form: str, batch: dict, list_len: int) -> jnp.ndarray:
     """[B, L] the list L_sup teacher-forces: the logged list in shown order, for "logged_nll"
     with its positives moved first (each group keeping the shown order)."""
@@ -105,6 +113,7 @@ def policy_terms(
     lists,
     dropout_key=None,
     sampled_from: int = 0,
+    auxiliary_supervised: tuple[int, ...] = (),
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """(log pi(lists) [B, K], L_sup, mean per-step entropy of the policy along the lists) from
     one differentiable teacher-forced pass.
@@ -117,7 +126,8 @@ def policy_terms(
     "group_step_bce": :func:`losses.group_step_bce` of the group pass's own step logits along
     the sampled lists ``lists[:, sampled_from:]`` (no extra list; a mixed group's auxiliary
     lists come first and are left out: the logged one was chosen with the labels).
-    "group_step_softmax": :func:`losses.group_step_softmax` along the same lists.
+    "group_step_softmax": :func:`losses.group_step_softmax` along the same lists. The group
+    forms also supervise the auxiliary slots ``auxiliary_supervised`` (indices < sampled_from).
     """
     labels, mask = batch["cand_labels"], batch["cand_mask"]
     if supervised_form not in configs.SUPERVISED_FORMS:
@@ -133,10 +143,10 @@ def policy_terms(
     log_probs = sampling.log_prob_from_logits(masked, lists)
     entropy = sampling.step_entropy(masked).mean()
     if supervised_form in GROUP_FORMS:
-        sampled = slice(sampled_from, None)
-        sup_loss = GROUP_FORMS[supervised_form](
-            group_logits[:, sampled], lists[:, sampled], labels, mask
+        keep = np.array(
+            list(auxiliary_supervised) + list(range(sampled_from, lists.shape[1])), np.int32
         )
+        sup_loss = GROUP_FORMS[supervised_form](group_logits[:, keep], lists[:, keep], labels, mask)
     elif teacher is None:
         sup_loss = losses.supervised_bce(logits[:, 0, 0], labels, mask)
     else:
@@ -199,6 +209,7 @@ def goalrank_train_step(
             lists,
             dropout_key,
             sampled_from=num_auxiliary,
+            auxiliary_supervised=supervised_auxiliary_slots(gro) if num_auxiliary else (),
         )
         gro_loss = losses.gro_loss(log_probs, weights, loss_form=gro.loss_form)
         total = (

@@ -271,9 +271,9 @@ def _random_group(batch, group_size=4, seed=0):
 
 
 @pytest.mark.parametrize("variant,plackett_luce", POLICIES)
-@pytest.mark.parametrize("sampled_from", [0, 2])
+@pytest.mark.parametrize("sampled_from,auxiliary", [(0, ()), (2, ()), (2, (1,))])
 def test_group_step_bce_is_every_step_bce_along_each_sampled_list(
-    variant, plackett_luce, sampled_from
+    variant, plackett_luce, sampled_from, auxiliary
 ):
     """group_step_bce from the group's pass equals the mean over the sampled lists (those from
     ``sampled_from`` on; a mixed group's auxiliary lists come first) of the numpy every-step
@@ -284,7 +284,13 @@ def test_group_step_bce_is_every_step_bce_along_each_sampled_list(
     labels, mask = batch["cand_labels"], batch["cand_mask"]
     _, sup, _ = jax.jit(
         lambda p: ts.policy_terms(
-            "group_step_bce", policy, p, batch, lists, sampled_from=sampled_from
+            "group_step_bce",
+            policy,
+            p,
+            batch,
+            lists,
+            sampled_from=sampled_from,
+            auxiliary_supervised=auxiliary,
         )
     )(params)
     expected = np.mean(
@@ -292,7 +298,7 @@ def test_group_step_bce_is_every_step_bce_along_each_sampled_list(
             np_every_step_bce(
                 _np_step_logits(policy, params, batch, lists[:, k]), lists[:, k], labels, mask
             )
-            for k in range(sampled_from, lists.shape[1])
+            for k in [*auxiliary, *range(sampled_from, lists.shape[1])]
         ]
     )
     np.testing.assert_allclose(sup, expected, rtol=1e-4)
@@ -407,3 +413,17 @@ def test_train_step_without_positives_is_finite(variant, plackett_luce, form):
         assert float(metrics["sup_loss"]) == 0.0
     leaves = jax.tree_util.tree_leaves(new_state.params)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+
+
+def test_label_free_auxiliary_slots_leave_out_the_logged_list():
+    gro = configs.GROConfig(
+        group_construction="mixed",
+        auxiliary=("logged", "retriever", "reward_model_greedy", "random"),
+        supervise_auxiliary="label_free",
+    )
+    assert ts.supervised_auxiliary_slots(gro) == (1, 2, 3)
+    gro = configs.GROConfig(auxiliary=("random", "logged"), supervise_auxiliary="label_free")
+    assert ts.supervised_auxiliary_slots(gro) == (0,)
+    assert ts.supervised_auxiliary_slots(configs.GROConfig()) == ()
+    with pytest.raises(ValueError, match="supervise_auxiliary"):
+        configs.GROConfig(supervise_auxiliary="all").validate()
