@@ -113,7 +113,16 @@ CONVERGED = (
 
 
 # The diagnosis fields kept in each row (with rm_reward).
-KEPT = ("gro_progress", "policy_entropy", "N@", "rm_", "uniform", "true_reward")
+KEPT = (
+    "gro_progress",
+    "policy_entropy",
+    "N@",
+    "rm_",
+    "uniform",
+    "true_reward",
+    "greedy_minus",
+    "step_auc",
+)
 TRACKED = ("sample_log_prob", "group_reward_std", "ref_max_weight", "gro_loss")
 
 
