@@ -65,7 +65,12 @@ def test_outputs_exist_and_are_consistent(study):
     table = open(os.path.join(workdir, "scaling.md")).read()
     rows = [line for line in table.splitlines() if line.startswith("| fast |")]
     assert len(rows) == len(runs)
-    assert "generator steps 6, batch size 16" in table
+    assert "batch size 16, generator steps 6" in table
+    # The epochs column: 6 steps of 16 requests over the smoke world's 320 train requests.
+    assert "| epochs |" in table
+    for run, row in zip(runs, rows, strict=True):
+        assert run["results"]["stages/generator/epochs"] == pytest.approx(6 * 16 / 320)
+        assert "| 0.3 |" in row
     saved = json.load(open(os.path.join(workdir, "scaling.json")))
     assert [r["size"] for r in saved["runs"]] == list(SIZES)
 
