@@ -19,6 +19,8 @@ def test_sample_unseen_draws_distinct_allowed_items():
         assert len(set(row.tolist())) == 4
         assert not set(row.tolist()) & set(banned[banned >= 0].tolist())
     np.testing.assert_array_equal(out, sample_unseen(np.ones(8), exclude, 4, seed=0))
+    # The draw does not depend on how many requests are drawn per block.
+    np.testing.assert_array_equal(out, sample_unseen(np.ones(8), exclude, 4, seed=0, chunk_size=1))
     # Zero-weight items are never drawn; a block size of one request gives distinct draws too.
     weights = np.array([0.0, 1, 1, 1, 0, 1, 1, 0])
     drawn = sample_unseen(weights, np.full((50, 1), -1), 5, seed=1, chunk_size=7)

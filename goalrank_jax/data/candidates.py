@@ -207,7 +207,8 @@ def sample_unseen(
         exclude: [R, E] int item ids never to draw for each request, padded with -1.
         num_candidates: M.
         seed: numpy seed of the draw (the result is a function of it and the inputs).
-        chunk_size: requests drawn per block (a [chunk_size, I] matrix at a time).
+        chunk_size: requests drawn per block (a [chunk_size, I] matrix at a time; fewer
+            when that would exceed 2^24 entries).
 
     Returns:
         [R, M] int32 distinct item ids per request, in the order drawn.
@@ -229,13 +230,14 @@ def sample_unseen(
     log_w = np.where(weights > 0, np.log(np.maximum(weights, 1e-300)), -np.inf)
     rng = np.random.default_rng(seed)
     out = np.zeros((num_requests, num_candidates), np.int32)
-    for lo in range(0, num_requests, chunk_size):
-        hi = min(lo + chunk_size, num_requests)
+    rows_per_block = max(1, min(chunk_size, (1 << 24) // max(num_items, 1)))
+    for lo in range(0, num_requests, rows_per_block):
+        hi = min(lo + rows_per_block, num_requests)
         keys = log_w[None, :] + rng.gumbel(size=(hi - lo, num_items))
-        block = exclude[lo:hi]
-        rows = np.broadcast_to(np.arange(hi - lo)[:, None], block.shape)
-        keep = block >= 0
-        keys[rows[keep], block[keep]] = -np.inf
+        banned = exclude[lo:hi]
+        rows = np.broadcast_to(np.arange(hi - lo)[:, None], banned.shape)
+        keep = banned >= 0
+        keys[rows[keep], banned[keep]] = -np.inf
         available = np.sum(np.isfinite(keys), axis=1)
         if int(available.min()) < num_candidates:
             worst = lo + int(np.argmin(available))

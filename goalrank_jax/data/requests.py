@@ -151,9 +151,11 @@ def _impression_candidates(logs: Logs, count: int) -> np.ndarray:
 def _never_interacted(logs: Logs, seen: np.ndarray) -> np.ndarray:
     """[R, S] every item of the request's user's whole timeline (-1 padded): the ``seen`` row
     of the user's last request."""
-    rows = _timeline_index(logs)
+    rows = _timeline_index(logs)  # by (user, order): a user's latest request ends its run
+    users = logs.user[rows]
+    is_last = np.r_[users[1:] != users[:-1], True]
     last = np.zeros(int(logs.user.max()) + 1, np.int64)
-    last[logs.user[rows]] = rows  # the last row written per user is its latest request
+    last[users[is_last]] = rows[is_last]
     return seen[last[logs.user]]
 
 
