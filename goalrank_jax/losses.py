@@ -100,6 +100,13 @@ def available_candidates(lists: jnp.ndarray, cand_mask: jnp.ndarray) -> jnp.ndar
     return jnp.logical_and(cand_mask[:, None, :], chosen == 0)
 
 
+def step_log_probs(step_logits: jnp.ndarray, lists: jnp.ndarray, cand_mask: jnp.ndarray):
+    """[B, L, N] log-softmax of each step's logits over the candidates that step may pick
+    (valid, not among lists[:, :t]); the others get ``sampling.mask_logits``' large negative."""
+    chosen = sampling.prefix_multi_hot(lists, cand_mask.shape[-1])
+    return jax.nn.log_softmax(sampling.mask_logits(step_logits, cand_mask, chosen), -1)
+
+
 def every_step_bce(
     step_logits: jnp.ndarray,
     lists: jnp.ndarray,
@@ -135,6 +142,15 @@ def every_step_bce(
     return weighted_mean(per_step.mean(-1), weights)
 
 
+def _mean_over_group(per_list_loss, step_logits, lists, labels, cand_mask, weights):
+    """``per_list_loss`` (a teacher-forced loss of [B, L, N] logits along [B, L] lists) along each
+    of the K lists of a group ([B, K, L, N], [B, K, L]), averaged over the K lists."""
+    per_list = jax.vmap(per_list_loss, in_axes=(1, 1, None, None, None))(
+        step_logits, lists, labels, cand_mask, weights
+    )
+    return per_list.mean()
+
+
 def group_step_bce(
     step_logits: jnp.ndarray,
     lists: jnp.ndarray,
@@ -161,10 +177,7 @@ def group_step_bce(
       lists: [B, K, L] int32 the group's lists.
       labels, cand_mask, weights: as in :func:`every_step_bce`.
     """
-    per_list = jax.vmap(every_step_bce, in_axes=(1, 1, None, None, None))(
-        step_logits, lists, labels, cand_mask, weights
-    )
-    return per_list.mean()
+    return _mean_over_group(every_step_bce, step_logits, lists, labels, cand_mask, weights)
 
 
 def _positive_steps(lists, labels, cand_mask) -> jnp.ndarray:
@@ -202,10 +215,8 @@ def every_step_softmax(
 
     Args: as :func:`every_step_bce`.
     """
-    available = available_candidates(lists, cand_mask)
-    chosen = sampling.prefix_multi_hot(lists, cand_mask.shape[-1])
-    log_probs = jax.nn.log_softmax(sampling.mask_logits(step_logits, cand_mask, chosen), -1)
-    positive = available & (labels[:, None, :] > 0)
+    log_probs = step_log_probs(step_logits, lists, cand_mask)
+    positive = available_candidates(lists, cand_mask) & (labels[:, None, :] > 0)
     count = positive.sum(-1).astype(step_logits.dtype)
     per_step = -jnp.where(positive, log_probs, 0.0).sum(-1) / jnp.maximum(count, 1.0)
     steps = (count > 0).sum(-1).astype(step_logits.dtype)
@@ -227,10 +238,7 @@ def group_step_softmax(
 
     Args: as :func:`group_step_bce`.
     """
-    per_list = jax.vmap(every_step_softmax, in_axes=(1, 1, None, None, None))(
-        step_logits, lists, labels, cand_mask, weights
-    )
-    return per_list.mean()
+    return _mean_over_group(every_step_softmax, step_logits, lists, labels, cand_mask, weights)
 
 
 def logged_nll(
@@ -259,8 +267,7 @@ def logged_nll(
       cand_mask: [B, N] bool, False for padded candidates (masked out of every softmax).
       weights: [B] request weights (e.g. 0 for padding); None = all ones.
     """
-    chosen = sampling.prefix_multi_hot(lists, cand_mask.shape[-1])
-    log_probs = jax.nn.log_softmax(sampling.mask_logits(step_logits, cand_mask, chosen), -1)
+    log_probs = step_log_probs(step_logits, lists, cand_mask)
     picked = jnp.take_along_axis(log_probs, lists[..., None], axis=-1)[..., 0]
     positive = _positive_steps(lists, labels, cand_mask)
     num_positive = positive.sum(-1).astype(picked.dtype)

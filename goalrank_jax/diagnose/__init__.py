@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from goalrank_jax import configs, metrics, policies, run, sampling, sharding, stages
+from goalrank_jax import configs, losses, metrics, policies, run, sampling, sharding, stages
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.data import pipeline
 from goalrank_jax.env import true_model as synthetic
@@ -110,16 +110,15 @@ def remaining_auc(scores: jnp.ndarray, labels: jnp.ndarray, remaining: jnp.ndarr
     return jnp.where(count > 0, auc, jnp.nan)
 
 
-def step_auc_along_greedy(policy, params, batch, greedy):
-    """How well each decoding step ranks the candidates still left along the greedy list:
-    (AUC of the step-t logits, AUC of the first-step logits on the same candidates), each
-    [B, L] (:func:`remaining_auc`). Later steps that rank the remaining candidates worse than
-    the first step did make the greedy list fall below the first-step sort."""
-    mask = batch["cand_mask"]
+def step_auc_along_greedy(policy, params, batch, greedy, first):
+    """How well each decoding step ranks the candidates still left along the greedy list
+    ``greedy`` [B, L]: (AUC of the step-t logits, AUC of the first-step logits ``first`` [B, N]
+    on the same candidates), each [B, L] (:func:`remaining_auc`). Later steps that rank the
+    remaining candidates worse than the first step did make the greedy list fall below the
+    first-step sort."""
     steps = policy.step_logits(params, batch, greedy[:, None])[:, 0]  # [B, L, N]
-    chosen = sampling.prefix_multi_hot(greedy[:, None], mask.shape[-1])[:, 0] > 0
-    remaining = mask[:, None, :] & ~chosen
-    first = jnp.broadcast_to(policy.first_step_logits(params, batch)[:, None, :], steps.shape)
+    remaining = losses.available_candidates(greedy, batch["cand_mask"])
+    first = jnp.broadcast_to(first[:, None, :], steps.shape)
     labels = batch["cand_labels"]
     return remaining_auc(steps, labels, remaining), remaining_auc(first, labels, remaining)
 
@@ -138,7 +137,7 @@ def batch_measures(
     first = policy.first_step_logits(gen_params, batch)
     first_sort = jax.lax.top_k(sampling.mask_logits(first, mask, jnp.zeros_like(mask)), list_len)
     entropy, uniform = _step_entropy(policy, gen_params, batch, sampled)
-    step_auc, first_auc = step_auc_along_greedy(policy, gen_params, batch, greedy)
+    step_auc, first_auc = step_auc_along_greedy(policy, gen_params, batch, greedy, first)
     labels = batch["cand_labels"]
     values_greedy, eligible = metrics.per_request_metrics(greedy, labels, mask)
     values_sort, _ = metrics.per_request_metrics(first_sort[1].astype(jnp.int32), labels, mask)
