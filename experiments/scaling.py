@@ -82,6 +82,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # run, where the stage is restored and skipped; False = each run trains its own (identical,
     # same seed and data) reward model.
     sc.share_reward_model = True
+    # Generator seeds (() = the experiment's seed only): each size up to seeds_up_to is trained
+    # once per seed, larger ones with the first seed only; the table and plot give mean ± std
+    # over the seeds. Every run shares the first seed's reward model. Also --seeds=1,2,3.
+    sc.seeds = ()
+    sc.seeds_up_to = ""  # The largest preset trained with every seed ("" = all of them).
 
     if args["smoke"]:
         sc.sizes = ("0.01m", "0.03m")

@@ -199,3 +199,57 @@ def test_estimate_seconds_left_by_epoch():
     # A run without its epochs: the line through whole runs, as before.
     mixed = [("fast", 10.0, 40.0, 4.0), ("fast", 20.0, 120.0, None)]
     assert scaling.estimate_seconds_left(mixed, [("fast", 30.0)]) == pytest.approx(200.0)
+
+
+def test_seeds_share_the_reward_model_and_report_mean_and_std(study):
+    # The finished study again with a second generator seed at the smallest size only: the two
+    # base-seed runs come from the cache, one new run trains with seed 5 and copies the reward
+    # model of the base seed's first run.
+    workdir, root = study["workdir"], study["root"]
+    experiment, config = _configs(str(root / "tfds"))
+    config = dataclasses.replace(config, seeds=(experiment.seed, 5), seeds_up_to=SIZES[0])
+    logs = []
+    document = scaling.run_study(experiment, config, workdir, logs.append, command="test")
+    runs = {(r["size"], r["seed"]): r for r in document["runs"]}
+    assert sorted(runs) == sorted(
+        [(SIZES[0], experiment.seed), (SIZES[0], 5), (SIZES[1], experiment.seed)]
+    )
+    new = runs[SIZES[0], 5]
+    assert not new["cached"] and new["workdir"].endswith(f"fast_{SIZES[0]}_seed5")
+    assert new["reward_model"] == f"from fast_{SIZES[0]}"
+    assert "\n".join(logs).count("[reward_model] training steps") == 0
+    base = runs[SIZES[0], experiment.seed]
+    key = "test/reward_model_greedy/true_reward"
+    assert new["results"][key] == base["results"][key]  # the same evaluator
+    assert new["results"]["test/true_reward"] != base["results"]["test/true_reward"]
+    # The table's row of the smallest size: mean ± sample std of the two seeds' results.json.
+    values = [
+        json.load(open(os.path.join(r["workdir"], "results.json")))["test/true_reward"]
+        for r in (base, new)
+    ]
+    mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5
+    table = open(os.path.join(workdir, "scaling.md")).read()
+    row = next(line for line in table.splitlines() if line.startswith(f"| fast | {SIZES[0]} |"))
+    assert f"| {experiment.seed}, 5 | {mean:.4f} ± {std:.4f} |" in row
+    other = next(line for line in table.splitlines() if line.startswith(f"| fast | {SIZES[1]} |"))
+    assert f"| {experiment.seed} | " in other and "±" not in other
+
+
+def test_seed_plan_and_bad_seeds():
+    experiment, _ = _configs("unused")
+    _, config = scaling.from_config_dict(_config_dict(), seeds=["3", "4"], seeds_up_to="0.03m")
+    assert config.seeds == (3, 4)
+    assert scaling.run_seeds(config, experiment, "0.01m") == (3, 4)
+    assert scaling.run_seeds(config, experiment, "0.03m") == (3, 4)
+    assert scaling.run_seeds(config, experiment, "0.1m") == (3,)
+    assert scaling.run_seeds(dataclasses.replace(config, seeds=()), experiment, "1m") == (
+        experiment.seed,
+    )
+    assert scaling.run_name("0.1m", "fast", 3, base_seed=999) == "fast_0.1m_seed3"
+    assert scaling.run_name("0.1m", "fast", 999, base_seed=999) == "fast_0.1m"
+    with pytest.raises(ValueError, match="repeated seed"):
+        scaling.from_config_dict(_config_dict(), seeds=["1", "1"])
+    with pytest.raises(ValueError, match="integers >= 0, got 'x'"):
+        scaling.from_config_dict(_config_dict(), seeds=["x"])
+    with pytest.raises(ValueError, match="seeds_up_to '2m' is no preset"):
+        scaling.from_config_dict(_config_dict(), seeds_up_to="2m")

@@ -25,6 +25,11 @@ _CONFIG = main_lib.CONFIG
 _WORKDIR = main_lib.WORKDIR
 _SIZES = flags.DEFINE_list("sizes", None, "Size presets to train (default: scaling.sizes).")
 _VARIANTS = flags.DEFINE_list("variants", None, "Generator variants (default: scaling.variants).")
+_SEEDS = flags.DEFINE_list(
+    "seeds",
+    None,
+    "Generator seeds of every size up to scaling.seeds_up_to (default: scaling.seeds).",
+)
 _MGE = flags.DEFINE_string("mge_results", None, "comparison.json with an MG-E curve to plot.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report from runs done.")
 
@@ -49,6 +54,7 @@ def main(argv):
             jax.device_count(),
             sizes=_SIZES.value,
             variants=_VARIANTS.value,
+            seeds=_SEEDS.value,
             mge_results=_MGE.value,
         )
     except ValueError as err:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from goalrank_jax.train import format_duration
 
 
@@ -30,15 +32,36 @@ def mge_points(mge: dict | None, metric: str) -> list[tuple[int, float, float]]:
     return sorted(points)
 
 
+def seed_groups(records: list[dict]) -> list[list[dict]]:
+    """The runs grouped by (variant, size), in the order of first appearance; a group holds
+    one run per seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["variant"], r["size"]), []).append(r)
+    return list(groups.values())
+
+
+def mean_std(runs: list[dict], key: str) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one run) of ``results[key]`` over ``runs``."""
+    values = np.array([r["results"].get(key, float("nan")) for r in runs], float)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), std
+
+
+def _variant_rows(records: list[dict], variant: str) -> list[list[dict]]:
+    """The seed groups of ``variant``, smallest size first."""
+    groups = [g for g in seed_groups(records) if g[0]["variant"] == variant]
+    return sorted(groups, key=lambda g: g[0]["params_non_embedding"])
+
+
 def trend_lines(records: list[dict], metric: str) -> list[str]:
-    """Per variant: the metric at the smallest and the largest size, and at how many steps up
-    in size it rose."""
+    """Per variant: the metric (mean over seeds) at the smallest and the largest size, and at
+    how many steps up in size it rose."""
     lines = []
     for variant in dict.fromkeys(r["variant"] for r in records):
-        rows = sorted(
-            (r for r in records if r["variant"] == variant), key=lambda r: r["params_non_embedding"]
-        )
-        values = [r["results"].get(metric, float("nan")) for r in rows]
+        groups = _variant_rows(records, variant)
+        rows = [g[0] for g in groups]
+        values = [mean_std(g, metric)[0] for g in groups]
         first, last = values[0], values[-1]
         rises = sum(b > a for a, b in zip(values, values[1:], strict=False))
         change = 100 * (last - first) / abs(first) if first else float("nan")
@@ -62,12 +85,19 @@ def plot(path: str, records: list[dict], metric: str, references: dict, mge_curv
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), sharey=True, squeeze=False)
     ax = axes[0][0]
     for variant in dict.fromkeys(r["variant"] for r in records):
-        rows = sorted(
-            (r for r in records if r["variant"] == variant), key=lambda r: r["params_non_embedding"]
-        )
+        groups = _variant_rows(records, variant)
+        rows = [g[0] for g in groups]
         xs = [r["params_non_embedding"] for r in rows]
-        ys = [r["results"].get(metric, float("nan")) for r in rows]
-        ax.plot(xs, ys, marker="o", label=f"GoalRank ({variant})")
+        stats = [mean_std(g, metric) for g in groups]
+        ys = [m for m, _ in stats]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[sd for _, sd in stats],
+            marker="o",
+            capsize=3,
+            label=f"GoalRank ({variant})",
+        )
         for x, y, r in zip(xs, ys, rows, strict=True):
             ax.annotate(r["size"], (x, y), textcoords="offset points", xytext=(3, 5), fontsize=7)
     for name, style, label in (
@@ -106,14 +136,22 @@ def plot(path: str, records: list[dict], metric: str, references: dict, mge_curv
     os.replace(path + ".tmp.png", path)
 
 
-def _epochs(record: dict) -> str:
-    """Epochs the run's generator trained, '(stopped early)' when it did."""
-    results = record["results"]
-    epochs = results.get("stages/generator/epochs")
-    if epochs is None:
-        return "-"
-    stopped = " (stopped early)" if results.get("stages/generator/stopped_early") else ""
-    return f"{epochs:.1f}{stopped}"
+def _epochs(runs: list[dict]) -> str:
+    """Epochs the runs' generators trained (each seed's, '*' where it stopped early)."""
+    cells = []
+    for r in runs:
+        epochs = r["results"].get("stages/generator/epochs")
+        if epochs is None:
+            return "-"
+        cells.append(
+            f"{epochs:.1f}" + ("*" if r["results"].get("stages/generator/stopped_early") else "")
+        )
+    return ", ".join(cells)
+
+
+def _cell(runs: list[dict], key: str) -> str:
+    mean, std = mean_std(runs, key)
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if len(runs) > 1 else "")
 
 
 def write_report(workdir, records, *, experiment, study, vocabulary, mge, command) -> dict:
@@ -155,20 +193,29 @@ def write_report(workdir, records, *, experiment, study, vocabulary, mge, comman
         + f". Vocabulary: {vocabulary['num_users']:,} users, {vocabulary['num_items']:,} items"
         f"; N={experiment.data.num_candidates}, L={list_len}. Parameters from `jax.eval_shape` "
         "of the generator's init; embedding = item / user / label tables and item bias. Step "
-        "time: median of the logged windows after the first (compilation).",
+        "time: median of the logged windows after the first (compilation). With several "
+        "seeds: mean ± std over the seeds; epochs per seed (* = stopped early); step and wall "
+        "time the mean per run.",
         "",
-        "| variant | preset | params (non-emb) | params (total) | "
+        "| variant | preset | params (non-emb) | params (total) | seeds | "
         + " | ".join(label for _, label in columns)
         + " | epochs | step (s) | wall time | reward model |",
-        "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|---|",
+        "|---|---|---|---|---|" + "---|" * len(columns) + "---|---|---|---|",
     ]
-    for r in sorted(records, key=lambda r: (r["variant"], r["params_non_embedding"])):
-        cells = [f"{r['results'].get(key, float('nan')):.4f}" for key, _ in columns]
+    groups = sorted(
+        seed_groups(records), key=lambda g: (g[0]["variant"], g[0]["params_non_embedding"])
+    )
+    for runs in groups:
+        r = runs[0]
+        cells = [_cell(runs, key) for key, _ in columns]
+        seeds = ", ".join(str(run.get("seed", "-")) for run in runs)
+        step = float(np.mean([run["step_time_s"] for run in runs]))
+        wall = float(np.mean([run["wall_time_s"] for run in runs]))
+        sources = ", ".join(dict.fromkeys(run["reward_model"] for run in runs))
         lines.append(
             f"| {r['variant']} | {r['size']} | {r['params_non_embedding']:,} | "
-            f"{r['params_total']:,} | " + " | ".join(cells) + f" | {_epochs(r)} | "
-            f"{r['step_time_s']:.3f} | "
-            f"{format_duration(r['wall_time_s'])} | {r['reward_model']} |"
+            f"{r['params_total']:,} | {seeds} | " + " | ".join(cells) + f" | {_epochs(runs)} | "
+            f"{step:.3f} | {format_duration(wall)} | {sources} |"
         )
     lines += ["", "Trend:", "", *trend_lines(records, metric), ""]
     if references:

@@ -62,11 +62,28 @@ class ScalingConfig:
     mge_results: str = ""  # comparison.json of goalrank_jax.comparison ("" = no MG-E panel).
     metric: str = "test/true_reward"  # The plot's y axis: a results.json key.
     share_reward_model: bool = True  # Train the reward model once, copy it into every run.
+    # Generator seeds of every (size, variant) (() = the experiment's seed only). The reward
+    # model is the experiment seed's in every run (shared); a seed changes the generator's
+    # initialisation, batch order, sampling and the evaluation's random draws.
+    seeds: tuple[int, ...] = ()
+    # The largest preset trained with every seed; larger ones run the first seed only
+    # ("" = every size runs every seed).
+    seeds_up_to: str = ""
 
     def validate(self) -> None:
         if not self.sizes or not self.variants:
             raise ValueError("ScalingConfig.sizes and .variants must each name at least one.")
         presets.sorted_names(self.sizes)  # raises on an unknown preset, listing the valid ones
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ScalingConfig.seeds has a repeated seed: {self.seeds}.")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ValueError(f"ScalingConfig.seeds must be integers >= 0, got {seed!r}.")
+        if self.seeds_up_to and self.seeds_up_to not in presets.PRESETS:
+            raise ValueError(
+                f"ScalingConfig.seeds_up_to {self.seeds_up_to!r} is no preset; use one of "
+                f"{tuple(presets.PRESETS)} or ''."
+            )
         for variant in self.variants:
             if variant not in configs.GENERATOR_VARIANTS:
                 raise ValueError(
@@ -82,22 +99,46 @@ def from_config_dict(config, num_devices: int = 1, **overrides):
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     scaling = dict(values.pop("scaling", {}))
     scaling.update({k: v for k, v in overrides.items() if v is not None})
-    for name in ("sizes", "variants"):
+    for name in ("sizes", "variants", "seeds"):
         if name in scaling:
             scaling[name] = tuple(scaling[name])
+    if "seeds" in scaling:
+        scaling["seeds"] = tuple(_as_seed(s) for s in scaling["seeds"])
     study = ScalingConfig(**scaling)
     study.validate()
     return configs.from_config_dict(values, num_devices), study
 
 
-def run_config(experiment: configs.ExperimentConfig, size: str, variant: str):
-    """The experiment with the generator of preset ``size`` for ``variant``."""
+def _as_seed(value):
+    """A seed from the config or a --seeds flag ("3" -> 3); other values are left for
+    ScalingConfig.validate to name."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+def run_config(
+    experiment: configs.ExperimentConfig, size: str, variant: str, seed: int | None = None
+):
+    """The experiment with the generator of preset ``size`` for ``variant`` (and ``seed``
+    as the run's seed; None = the experiment's)."""
     generator = presets.apply_preset(experiment.generator, size, variant)
-    return dataclasses.replace(experiment, generator=generator)
+    seed = experiment.seed if seed is None else seed
+    return dataclasses.replace(experiment, generator=generator, seed=seed)
 
 
-def run_name(size: str, variant: str) -> str:
-    return f"{variant}_{size}"
+def run_name(size: str, variant: str, seed: int | None = None, base_seed: int | None = None):
+    """``<variant>_<size>``, with ``_seed<S>`` when the run's seed is not the experiment's."""
+    suffix = "" if seed is None or seed == base_seed else f"_seed{seed}"
+    return f"{variant}_{size}{suffix}"
+
+
+def run_seeds(study: ScalingConfig, experiment: configs.ExperimentConfig, size: str):
+    """The seeds ``size`` is trained with: every seed up to ``seeds_up_to``, else the first."""
+    seeds = study.seeds or (experiment.seed,)
+    if study.seeds_up_to and presets.sorted_names([size, study.seeds_up_to])[0] != size:
+        return seeds[:1]
+    return seeds
 
 
 def _read_json(path: str):
@@ -136,22 +177,30 @@ def _check_run_dir(run_dir: str, config) -> None:
         )
 
 
-def _reward_model_key(config: dict) -> str:
-    """What the reward model's training depends on (everything but the generator and GRO)."""
+def _reward_model_key(config: dict, seed: int | None = None) -> str:
+    """What the reward model's training depends on (everything but the generator and GRO);
+    ``seed`` replaces the config's seed."""
     keys = ("seed", "prng_impl", "data", "reward_model", "eval")
-    return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
+    values = {k: config.get(k) for k in keys}
+    if seed is not None:
+        values["seed"] = seed
+    return json.dumps(values, sort_keys=True)
 
 
-def share_reward_model(workdir: str, run_dir: str, config) -> str | None:
+def share_reward_model(
+    workdir: str, run_dir: str, config, reward_seed: int | None = None
+) -> str | None:
     """Copies a finished reward model of a run in ``workdir`` with the same reward-model config
     into ``run_dir`` (which has none yet); returns the source run directory or None. A run
-    resumed after the copy returns the source recorded at the copy."""
+    resumed after the copy returns the source recorded at the copy. ``reward_seed``: the seed
+    the reward model must have been trained with (None = ``config``'s own), so that a run of
+    another generator seed gets the experiment seed's reward model."""
     target = os.path.join(run_dir, run.REWARD_STAGE)
     marker = os.path.join(run_dir, REWARD_SOURCE_FILE)
     if os.path.exists(target):
         recorded = _read_json(marker)
         return os.path.join(workdir, recorded["source"]) if recorded else None
-    key = _reward_model_key(config_json(config))
+    key = _reward_model_key(config_json(config), reward_seed)
     for name in sorted(os.listdir(workdir)):
         source = os.path.join(workdir, name)
         saved = _read_json(os.path.join(source, "config.json"))
@@ -240,12 +289,13 @@ def _count(model, vocab, num_candidates):
     return presets.count_generator(model, users, items, num_candidates, num_item_features=features)
 
 
-def _record(size: str, variant: str, run_dir: str, count, results: dict, cached: bool) -> dict:
-    """One row of the report: sizes, timings and the run's results."""
+def _record(size, variant, seed, run_dir, count, results: dict, cached: bool) -> dict:
+    """One row of the report: sizes, seed, timings and the run's results."""
     info = _read_json(os.path.join(run_dir, RUN_INFO_FILE)) or {}
     return {
         "variant": variant,
         "size": size,
+        "seed": seed,
         "workdir": run_dir,
         "params_total": count.total,
         "params_non_embedding": count.non_embedding,
@@ -259,34 +309,38 @@ def _record(size: str, variant: str, run_dir: str, count, results: dict, cached:
     }
 
 
-def _other_finished_runs(workdir, experiment, planned, vocab, log_fn) -> list[dict]:
+def _other_finished_runs(workdir, experiment, study, planned, vocab, log_fn) -> list[dict]:
     """Finished runs in ``workdir`` outside this invocation's plan but of the same study (same
-    config but for the generator preset), e.g. ``--sizes=1m,3m --variants=fast`` run after the
-    main sweep: the report covers them too."""
+    config but for the generator preset and seed), e.g. ``--sizes=1m,3m --variants=fast`` run
+    after the main sweep: the report covers them too."""
     records = []
+    seeds = dict.fromkeys((experiment.seed, *study.seeds))
     for size in presets.PRESETS:
         for variant in configs.GENERATOR_VARIANTS:
-            run_dir = os.path.join(workdir, run_name(size, variant))
-            results = _read_json(os.path.join(run_dir, RESULTS_FILE))
-            if (size, variant) in planned or results is None:
-                continue
-            config = run_config(experiment, size, variant)
-            saved = _read_json(os.path.join(run_dir, "config.json")) or {}
-            if config_differences(saved, config_json(config)):
-                log_fn(f"[scaling] {run_dir}: another config; left out of the report")
-                continue
-            count = _count(config.generator, vocab, config.data.num_candidates)
-            records.append(_record(size, variant, run_dir, count, results, cached=True))
+            for seed in seeds:
+                name = run_name(size, variant, seed, experiment.seed)
+                run_dir = os.path.join(workdir, name)
+                results = _read_json(os.path.join(run_dir, RESULTS_FILE))
+                if (size, variant, seed) in planned or results is None:
+                    continue
+                config = run_config(experiment, size, variant, seed)
+                saved = _read_json(os.path.join(run_dir, "config.json")) or {}
+                if config_differences(saved, config_json(config)):
+                    log_fn(f"[scaling] {run_dir}: another config; left out of the report")
+                    continue
+                count = _count(config.generator, vocab, config.data.num_candidates)
+                records.append(_record(size, variant, seed, run_dir, count, results, True))
     return records
 
 
-def _train_run(workdir, name, config, share, primary, label, log_fn) -> dict:
+def _train_run(workdir, name, config, share, primary, label, log_fn, reward_seed) -> dict:
     """Trains the run ``name`` of the plan (``label`` says which) and returns its results; with
-    ``share`` its reward model is first copied from a finished run with the same one."""
+    ``share`` its reward model is first copied from a finished run with the same one (trained
+    with seed ``reward_seed``)."""
     run_dir = os.path.join(workdir, name)
     source = None
     if share and primary:
-        source = share_reward_model(workdir, run_dir, config)
+        source = share_reward_model(workdir, run_dir, config, reward_seed)
     if jax.process_count() > 1:  # the copy is on the shared workdir before anyone reads
         multihost_utils.sync_global_devices(f"scaling reward model {name}")
     reward_model = "trained" if source is None else f"from {os.path.basename(source)}"
@@ -349,34 +403,41 @@ def run_study(
     )
     vocab = _vocabulary(experiment, workdir, log_fn)
     primary = jax.process_index() == 0  # the only process that writes files of its own
-    plan = [(s, v) for s in presets.sorted_names(study.sizes) for v in study.variants]
+    plan = [
+        (s, v, seed)
+        for s in presets.sorted_names(study.sizes)
+        for v in study.variants
+        for seed in run_seeds(study, experiment, s)
+    ]
+    # The first seed's first run trains the reward model that every other run copies.
+    reward_seed = (study.seeds or (experiment.seed,))[0]
     counts = {
         (s, v): _count(
             run_config(experiment, s, v).generator, vocab, experiment.data.num_candidates
         )
-        for s, v in plan
+        for s, v, _ in plan
     }
     records, timings = [], []
-    for index, (size, variant) in enumerate(plan):
-        name = run_name(size, variant)
+    for index, (size, variant, seed) in enumerate(plan):
+        name = run_name(size, variant, seed, experiment.seed)
         run_dir = os.path.join(workdir, name)
-        config = run_config(experiment, size, variant)
+        config = run_config(experiment, size, variant, seed)
         _check_run_dir(run_dir, config)
         results = _read_json(os.path.join(run_dir, RESULTS_FILE))
         cached = results is not None
         if not cached and not report_only:
             label = (
-                f"run {index + 1}/{len(plan)}: {variant} {size} "
+                f"run {index + 1}/{len(plan)}: {variant} {size} seed {seed} "
                 f"({counts[size, variant].non_embedding:,} non-embedding parameters)"
             )
             share = study.share_reward_model
-            results = _train_run(workdir, name, config, share, primary, label, log_fn)
+            results = _train_run(workdir, name, config, share, primary, label, log_fn, reward_seed)
         if results is None:
             log_fn(f"[scaling] {name}: not finished; left out of the report")
             continue
-        record = _record(size, variant, run_dir, counts[size, variant], results, cached)
+        record = _record(size, variant, seed, run_dir, counts[size, variant], results, cached)
         records.append(record)
-        remaining = [(v, float(counts[s, v].non_embedding)) for s, v in plan[index + 1 :]]
+        remaining = [(v, float(counts[s, v].non_embedding)) for s, v, _ in plan[index + 1 :]]
         by_epoch = experiment.train.num_epochs > 0
         left = _seconds_left(timings, record, remaining, report_only, by_epoch)
         log_fn(
@@ -385,7 +446,7 @@ def run_study(
             f"{index + 1}/{len(plan)} runs, elapsed {format_duration(time.time() - start)}"
             + (f", about {format_duration(left)} left" if left is not None and remaining else "")
         )
-    records += _other_finished_runs(workdir, experiment, set(plan), vocab, log_fn)
+    records += _other_finished_runs(workdir, experiment, study, set(plan), vocab, log_fn)
     if not records:
         raise ValueError(f"No run of {plan} has finished under {workdir}.")
     return _write_report(workdir, records, experiment, study, vocab, command, primary, log_fn)
