@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from goalrank_jax.scaling import presets
+from goalrank_jax.scaling import presets, report
 from goalrank_jax.scaling import study as scaling
 
 EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "scaling.py")
@@ -253,3 +253,29 @@ def test_seed_plan_and_bad_seeds():
         scaling.from_config_dict(_config_dict(), seeds=["x"])
     with pytest.raises(ValueError, match="seeds_up_to '2m' is no preset"):
         scaling.from_config_dict(_config_dict(), seeds_up_to="2m")
+
+
+def test_time_estimates_are_checked_against_the_runs(tmp_path):
+    workdir = tmp_path / "study"
+    for name, seconds in (("fast_0.1m", 30.0), ("fast_0.3m", 90.0), ("fast_1m", None)):
+        (workdir / name).mkdir(parents=True)
+        if seconds is not None:
+            (workdir / name / scaling.RESULTS_FILE).write_text("{}")
+            (workdir / name / scaling.RUN_INFO_FILE).write_text(
+                json.dumps({"run_seconds": seconds})
+            )
+    lines = [
+        {"after": "fast_0.03m", "estimate_s": 240.0, "runs": ["fast_0.1m", "fast_0.3m"]},
+        {"after": "fast_0.1m", "estimate_s": 45.0, "runs": ["fast_0.3m"]},
+        # fast_1m has not finished: this estimate cannot be checked yet.
+        {"after": "fast_0.3m", "estimate_s": 500.0, "runs": ["fast_1m"]},
+    ]
+    (workdir / scaling.ESTIMATES_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    checks = scaling.estimate_checks(str(workdir))
+    assert [c["after"] for c in checks] == ["fast_0.03m", "fast_0.1m"]
+    assert [c["actual_s"] for c in checks] == [120.0, 90.0]
+    assert [c["ratio"] for c in checks] == pytest.approx([2.0, 0.5])
+    assert scaling.estimate_checks(str(tmp_path / "none")) == []
+    table = "\n".join(report.estimate_lines(checks))
+    assert "| fast_0.03m | 2 | 4m00s | 2m00s | 2.00 |" in table
+    assert "| fast_0.1m | 1 | 0m45s | 1m30s | 0.50 |" in table

@@ -154,7 +154,27 @@ def _cell(runs: list[dict], key: str) -> str:
     return f"{mean:.4f}" + (f" ± {std:.4f}" if len(runs) > 1 else "")
 
 
-def write_report(workdir, records, *, experiment, study, vocabulary, mge, command) -> dict:
+def estimate_lines(estimates: list[dict]) -> list[str]:
+    """The table of the study's time estimates against the time the runs took."""
+    if not estimates:
+        return []
+    lines = [
+        "Time estimates printed by the study, against the time the runs they were for took:",
+        "",
+        "| after run | runs estimated | estimated | actual | estimated / actual |",
+        "|---|---|---|---|---|",
+    ]
+    for e in estimates:
+        lines.append(
+            f"| {e['after']} | {len(e['runs'])} | {format_duration(e['estimate_s'])} | "
+            f"{format_duration(e['actual_s'])} | {e['ratio']:.2f} |"
+        )
+    return lines + [""]
+
+
+def write_report(
+    workdir, records, *, experiment, study, vocabulary, mge, command, estimates=()
+) -> dict:
     """Writes scaling.md, scaling.json and scaling.png under ``workdir``; returns the JSON."""
     list_len, metric = experiment.data.list_len, study["metric"]
     columns = _quality_columns(list_len)
@@ -225,6 +245,7 @@ def write_report(workdir, records, *, experiment, study, vocabulary, mge, comman
         lines += [f"MG-E ({study['mge_results']}), {metric} mean ± std over seeds:", ""]
         lines += ["| k | mean | std |", "|---|---|---|"]
         lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, m, sd in curve] + [""]
+    lines += estimate_lines(list(estimates))
     lines += ["![scaling](scaling.png)", ""]
     with open(os.path.join(workdir, "scaling.md.tmp"), "w") as f:
         f.write("\n".join(lines))
@@ -238,6 +259,7 @@ def write_report(workdir, records, *, experiment, study, vocabulary, mge, comman
         "runs": records,
         "references": references,
         "mge_curve": [{"k": k, "mean": m, "std": sd} for k, m, sd in curve],
+        "time_estimates": list(estimates),
     }
     write_json(os.path.join(workdir, "scaling.json"), document)
     return document

@@ -46,6 +46,8 @@ from goalrank_jax.train import format_duration
 RESULTS_FILE = "results.json"
 RUN_INFO_FILE = "scaling_run.json"  # Seconds of the run and where its reward model came from.
 REWARD_SOURCE_FILE = "reward_model_source.json"  # The run a copied reward model came from.
+# One line per time estimate the study printed: the runs it was for and the seconds it said.
+ESTIMATES_FILE = "time_estimates.jsonl"
 
 
 def _generator_variants() -> tuple[str, ...]:
@@ -366,6 +368,44 @@ def _seconds_left(timings: list, record: dict, remaining, report_only: bool, by_
     return None if report_only else estimate_seconds_left(points, remaining)
 
 
+def _log_estimate(workdir: str, after: str, seconds: float, runs: list[str]) -> None:
+    """Appends one printed time estimate (made after run ``after``) to ESTIMATES_FILE."""
+    line = json.dumps({"after": after, "estimate_s": seconds, "runs": runs})
+    with open(os.path.join(workdir, ESTIMATES_FILE), "a") as f:
+        f.write(line + "\n")
+
+
+def estimate_checks(workdir: str) -> list[dict]:
+    """Every logged time estimate whose runs have all finished, against the seconds those runs
+    took (their ``run_seconds``, which leaves out any time between interrupted invocations):
+    {after, estimate_s, actual_s, ratio = estimate / actual, runs}."""
+    path = os.path.join(workdir, ESTIMATES_FILE)
+    if not os.path.exists(path):
+        return []
+    checks = []
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            estimate = json.loads(line)
+            seconds = []
+            for name in estimate["runs"]:
+                info = _read_json(os.path.join(workdir, name, RUN_INFO_FILE))
+                if info is None or not os.path.exists(os.path.join(workdir, name, RESULTS_FILE)):
+                    break
+                seconds.append(info["run_seconds"])
+            else:
+                actual = float(sum(seconds))
+                checks.append(
+                    {
+                        **estimate,
+                        "actual_s": actual,
+                        "ratio": estimate["estimate_s"] / actual if actual > 0 else float("nan"),
+                    }
+                )
+    return checks
+
+
 def _write_report(workdir, records, experiment, study, vocab, command, primary, log_fn) -> dict:
     """The report of ``records`` (written by process 0 only; the others return the runs)."""
     mge = _read_json(study.mge_results) if study.mge_results else None
@@ -381,6 +421,7 @@ def _write_report(workdir, records, experiment, study, vocab, command, primary, 
         vocabulary={"num_users": vocab[0], "num_items": vocab[1]},
         mge=mge,
         command=command,
+        estimates=estimate_checks(workdir),
     )
     log_fn(f"[scaling] report: {os.path.join(workdir, 'scaling.md')}")
     return document
@@ -437,9 +478,20 @@ def run_study(
             continue
         record = _record(size, variant, seed, run_dir, counts[size, variant], results, cached)
         records.append(record)
-        remaining = [(v, float(counts[s, v].non_embedding)) for s, v, _ in plan[index + 1 :]]
+        # The runs still to train (finished ones later in the plan are served from the cache).
+        later = [
+            (s, v, seed)
+            for s, v, seed in plan[index + 1 :]
+            if not os.path.exists(
+                os.path.join(workdir, run_name(s, v, seed, experiment.seed), RESULTS_FILE)
+            )
+        ]
+        remaining = [(v, float(counts[s, v].non_embedding)) for s, v, _ in later]
         by_epoch = experiment.train.num_epochs > 0
         left = _seconds_left(timings, record, remaining, report_only, by_epoch)
+        if left is not None and remaining and primary:
+            names = [run_name(s, v, seed, experiment.seed) for s, v, seed in later]
+            _log_estimate(workdir, name, left, names)
         log_fn(
             f"[scaling] {name}: {'cached' if cached else 'done'}; "
             f"{study.metric}={results.get(study.metric, float('nan')):.4f}; "
