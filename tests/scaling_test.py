@@ -279,3 +279,27 @@ def test_time_estimates_are_checked_against_the_runs(tmp_path):
     table = "\n".join(report.estimate_lines(checks))
     assert "| fast_0.03m | 2 | 4m00s | 2m00s | 2.00 |" in table
     assert "| fast_0.1m | 1 | 0m45s | 1m30s | 0.50 |" in table
+
+
+def test_the_simulator_is_copied_with_the_reward_model_when_its_config_matches(tmp_path):
+    experiment, _ = _configs(str(tmp_path / "tfds"))
+    workdir = tmp_path / "study"
+    source = workdir / "fast_0.01m"
+    (source / "reward_model" / "checkpoints" / "7").mkdir(parents=True)
+    (source / "simulator" / "checkpoints" / "5").mkdir(parents=True)
+    (source / "config.json").write_text(json.dumps(scaling.config_json(experiment)))
+    (source / "results.json").write_text("{}")
+    same = workdir / "fast_0.03m"
+    assert scaling.share_reward_model(
+        str(workdir), str(same), scaling.run_config(experiment, "0.03m", "fast")
+    ) == str(source)
+    assert (same / "simulator" / "checkpoints" / "5").is_dir()
+    # Another simulator seed: the reward model is still shared, the simulator is not.
+    simulator = dataclasses.replace(experiment.simulator, seed=experiment.simulator.seed + 1)
+    other_config = scaling.run_config(
+        dataclasses.replace(experiment, simulator=simulator), "0.1m", "fast"
+    )
+    other = workdir / "fast_0.1m"
+    assert scaling.share_reward_model(str(workdir), str(other), other_config) == str(source)
+    assert (other / "reward_model" / "checkpoints" / "7").is_dir()
+    assert not (other / "simulator").exists()

@@ -193,7 +193,8 @@ def share_reward_model(
     workdir: str, run_dir: str, config, reward_seed: int | None = None
 ) -> str | None:
     """Copies a finished reward model of a run in ``workdir`` with the same reward-model config
-    into ``run_dir`` (which has none yet); returns the source run directory or None. A run
+    into ``run_dir`` (which has none yet), and on real data the run's held-out simulator when
+    its config is the same too; returns the source run directory or None. A run
     resumed after the copy returns the source recorded at the copy. ``reward_seed``: the seed
     the reward model must have been trained with (None = ``config``'s own), so that a run of
     another generator seed gets the experiment seed's reward model."""
@@ -213,14 +214,34 @@ def share_reward_model(
         if _reward_model_key(saved) != key:
             continue
         os.makedirs(run_dir, exist_ok=True)
-        # Copy then rename: an interrupted copy never looks like a checkpoint.
-        partial = target + ".copying"
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(stage, partial)
-        os.replace(partial, target)
+        # Real data: the held-out simulator is the same frozen evaluator in every run; it is
+        # copied first, so that a copied reward model always comes with it.
+        simulator = os.path.join(source, run.SIMULATOR_STAGE)
+        if os.path.isdir(simulator) and _simulator_key(saved) == _simulator_key(
+            config_json(config)
+        ):
+            _copy_stage(simulator, os.path.join(run_dir, run.SIMULATOR_STAGE))
+        _copy_stage(stage, target)
         report.write_json(marker, {"source": name})
         return source
     return None
+
+
+def _simulator_key(config: dict) -> str:
+    """What the held-out simulator's training depends on (it has a seed of its own)."""
+    keys = ("prng_impl", "data", "simulator", "eval")
+    return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
+
+
+def _copy_stage(source: str, target: str) -> None:
+    """Copies a finished stage directory unless ``target`` exists. Copy then rename: an
+    interrupted copy never looks like a checkpoint."""
+    if os.path.exists(target):
+        return
+    partial = target + ".copying"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    os.replace(partial, target)
 
 
 def step_time_s(run_dir: str) -> float:
