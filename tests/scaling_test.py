@@ -91,6 +91,10 @@ def test_one_reward_model_is_shared(study):
     assert [r["reward_model"] for r in runs] == ["trained", "from fast_0.01m"]
     first, second = (r["results"]["test/reward_model_greedy/true_reward"] for r in runs)
     assert first == second
+    # The time estimate's timing: from the generator stage's first line to the run's end,
+    # which leaves out the reward model that only the first run trained.
+    for run in runs:
+        assert 0.0 < run["generator_seconds"] < run["run_seconds"]
     # One finished run is no basis for a time estimate (tested with more runs in
     # test_estimate_seconds_left), so the first run's line gives none.
     done = next(line for line in logs.splitlines() if line.startswith("[scaling] fast_0.01m: done"))

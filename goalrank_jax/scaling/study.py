@@ -326,6 +326,7 @@ def _record(size, variant, seed, run_dir, count, results: dict, cached: bool) ->
         "step_time_s": step_time_s(run_dir),
         "wall_time_s": results["wall_time_s"],
         "run_seconds": info.get("run_seconds", results["wall_time_s"]),
+        "generator_seconds": info.get("generator_seconds"),
         "reward_model": info.get("reward_model", "unknown"),
         "cached": cached,
         "results": results,
@@ -370,8 +371,22 @@ def _train_run(workdir, name, config, share, primary, label, log_fn, reward_seed
     log_fn(f"[scaling] {label}; reward model {reward_model}")
     run_start = time.time()
     tag = f"[{name}] "
-    results = run.train_and_evaluate(config, run_dir, lambda m, t=tag: log_fn(t + m))
-    info = {"run_seconds": time.time() - run_start, "reward_model": reward_model}
+    marks = {}
+
+    def tagged(message: str) -> None:
+        # The generator stage's first line: what follows it (generator training and the
+        # evaluation) is the part of a run that the copied stages do not shorten.
+        if "generator" not in marks and message.startswith(f"[{run.GENERATOR_STAGE}]"):
+            marks["generator"] = time.time()
+        log_fn(tag + message)
+
+    results = run.train_and_evaluate(config, run_dir, tagged)
+    end = time.time()
+    info = {
+        "run_seconds": end - run_start,
+        "generator_seconds": end - marks.get("generator", run_start),
+        "reward_model": reward_model,
+    }
     if primary:
         report.write_json(os.path.join(run_dir, RUN_INFO_FILE), info)
     return results
@@ -380,11 +395,16 @@ def _train_run(workdir, name, config, share, primary, label, log_fn, reward_seed
 def _seconds_left(timings: list, record: dict, remaining, report_only: bool, by_epoch: bool):
     """Adds ``record``'s run to ``timings`` and estimates the time the ``remaining`` runs take
     (``by_epoch``: the budget is in epochs, so the estimate goes by seconds per epoch)."""
-    # The run that trained the shared reward model is slower than the others: it times the
-    # estimate only until another run has finished.
+    # Timed from the generator stage's first line to the run's end where the run says
+    # (generator_seconds), so that the run which trained the shared stages counts like the
+    # others; a run without it that trained the reward model is slower than the others and
+    # times the estimate only until another run has finished.
     epochs = record["results"].get("stages/generator/epochs") if by_epoch else None
-    point = (record["variant"], record["params_non_embedding"], record["run_seconds"], epochs)
-    timings.append((point, record["reward_model"] != "trained"))
+    seconds = record.get("generator_seconds")
+    comparable = seconds is not None or record["reward_model"] != "trained"
+    seconds = record["run_seconds"] if seconds is None else seconds
+    point = (record["variant"], record["params_non_embedding"], seconds, epochs)
+    timings.append((point, comparable))
     points = [p for p, shared in timings if shared] or [p for p, _ in timings]
     return None if report_only else estimate_seconds_left(points, remaining)
 
