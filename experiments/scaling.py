@@ -77,7 +77,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Optional comparison.json of `python -m goalrank_jax.comparison` ("" = none): its MG-E
     # curve (quality versus the number of generators k) becomes the plot's second panel.
     sc.mge_results = ""
-    sc.metric = "test/true_reward"  # Quality on the plot's y axis (a results.json key).
+    # Quality on the plot's y axis (a results.json key): the true reward on synthetic data; real
+    # data has no true model, so there it is N@L of the logged labels.
+    sc.metric = (
+        "test/true_reward" if cfg.data.dataset == "synthetic" else f"test/N@{cfg.data.list_len}"
+    )
     # Train the reward model once (first run) and copy its finished checkpoint into every other
     # run, where the stage is restored and skipped; False = each run trains its own (identical,
     # same seed and data) reward model.

@@ -307,3 +307,9 @@ def test_the_simulator_is_copied_with_the_reward_model_when_its_config_matches(t
     assert scaling.share_reward_model(str(workdir), str(other), other_config) == str(source)
     assert (other / "reward_model" / "checkpoints" / "7").is_dir()
     assert not (other / "simulator").exists()
+
+
+def test_the_plotted_metric_follows_the_dataset():
+    # Real data has no true model: the study plots N@L of the logged labels there.
+    assert _config_dict("").scaling.metric == "test/true_reward"
+    assert _config_dict("dataset=ml100k").scaling.metric == "test/N@6"
