@@ -499,9 +499,10 @@ def run_study(
         )
         for s, v, _ in plan
     }
+    names = {entry: run_name(*entry, experiment.seed) for entry in plan}
     records, timings = [], []
     for index, (size, variant, seed) in enumerate(plan):
-        name = run_name(size, variant, seed, experiment.seed)
+        name = names[size, variant, seed]
         run_dir = os.path.join(workdir, name)
         config = run_config(experiment, size, variant, seed)
         _check_run_dir(run_dir, config)
@@ -521,18 +522,15 @@ def run_study(
         records.append(record)
         # The runs still to train (finished ones later in the plan are served from the cache).
         later = [
-            (s, v, seed)
-            for s, v, seed in plan[index + 1 :]
-            if not os.path.exists(
-                os.path.join(workdir, run_name(s, v, seed, experiment.seed), RESULTS_FILE)
-            )
+            entry
+            for entry in plan[index + 1 :]
+            if not os.path.exists(os.path.join(workdir, names[entry], RESULTS_FILE))
         ]
         remaining = [(v, float(counts[s, v].non_embedding)) for s, v, _ in later]
         by_epoch = experiment.train.num_epochs > 0
         left = _seconds_left(timings, record, remaining, report_only, by_epoch)
         if left is not None and remaining and primary:
-            names = [run_name(s, v, seed, experiment.seed) for s, v, seed in later]
-            _log_estimate(workdir, name, left, names)
+            _log_estimate(workdir, name, left, [names[entry] for entry in later])
         log_fn(
             f"[scaling] {name}: {'cached' if cached else 'done'}; "
             f"{study.metric}={results.get(study.metric, float('nan')):.4f}; "
