@@ -306,3 +306,96 @@ def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
         text = f.read()
     assert "| shared by all seeds | reward_model |" in text
     assert "| seed 7 | seed_total |" in text
+
+
+def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_comparison, tmp_path):
+    source, _, _ = smoke_comparison
+    workdir = str(tmp_path / "list_aware")
+    command = [
+        sys.executable,
+        "-m",
+        "goalrank_jax.comparison",
+        "--config=experiments/compare.py:smoke,evaluator=list_aware",
+        f"--workdir={workdir}",
+        "--config.compare.seeds=7",
+        "--config.compare.ablations=",
+        # DNN and PRM come from the source; the PIER-style G-E picks with the new evaluator.
+        "--config.compare.methods=dnn,prm,pier_ge",
+        "--config.compare.select_metric=N@3",
+        "--config.compare.baseline_train.eval_every=2",
+        "--config.train.eval_every=2",
+        f"--config.compare.reuse_baselines_from={source}",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for name in ("dnn", "prm"):
+        assert f"{name} copied from" in out and f"[{name}] training steps" not in out
+    assert "[reward_model] training steps" in out  # the list-aware evaluator trains here
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        second = json.load(f)
+    with open(os.path.join(source, "comparison.json")) as f:
+        first = json.load(f)
+    records = second["training"]["7"]
+    assert records["prm"]["copied_from"] == os.path.join(source, "seed_7", "prm")
+    assert records["prm"]["selected_step"] == first["training"]["7"]["prm"]["selected_step"]
+    # The copied models rank the test split as they did in the source (labels and the true
+    # reward do not depend on the evaluator; rm_reward does and is not compared).
+    for row in ("dnn", "prm"):
+        for metric in ("N@3", "true_reward"):
+            assert second["summary"][row][metric]["mean"] == pytest.approx(
+                first["summary"][row][metric]["mean"], abs=1e-6
+            )
+    timings = second["timings"]["seed 7"]
+    assert "prm (copied, restored)" in timings and "prm (trained in the source)" in timings
+    assert "prm" not in timings
+    with open(os.path.join(workdir, "comparison.md")) as f:
+        text = f.read()
+    assert "prm (copied from `" in text and "reward model = list_aware" in text
+
+
+def test_reusing_baselines_trained_under_another_config_is_refused(smoke_comparison, tmp_path):
+    source, _, _ = smoke_comparison
+    command = [
+        sys.executable,
+        "-m",
+        "goalrank_jax.comparison",
+        "--config=experiments/compare.py:smoke",
+        f"--workdir={tmp_path / 'other'}",
+        "--config.compare.seeds=7",
+        "--config.train.batch_size=8",
+        f"--config.compare.reuse_baselines_from={source}",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "experiment.train.batch_size: 16 there, 8 here" in done.stderr
+    assert not os.path.exists(tmp_path / "other" / "seed_7")
+    missing = command[:-1] + [f"--config.compare.reuse_baselines_from={tmp_path / 'nowhere'}"]
+    done = subprocess.run(missing, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "is not a comparison workdir" in done.stderr
+
+
+def test_diagnose_measures_a_goalrank_run_of_the_comparison(smoke_comparison):
+    from goalrank_jax import diagnose
+
+    workdir, _, _ = smoke_comparison
+    out = diagnose.diagnose(
+        workdir, split="test", log_fn=lambda _: None, run_name="goalrank", comparison_seed=7
+    )
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        document = json.load(f)
+    # The restored generator is the one the comparison evaluated: its greedy lists have the
+    # comparison's test N@3, and it is the state of the step selected on validation.
+    assert out["N@3_greedy"] == pytest.approx(
+        document["summary"]["goalrank"]["N@3"]["mean"], abs=1e-5
+    )
+    record = document["training"]["7"]["goalrank"]
+    assert out["stage_steps"]["generator"] == record["selected_step"]
+    assert out["run"] == "goalrank (seed 7)" and np.isfinite(out["gro_progress"])
+    assert -1.0 <= out["rm_true_spearman"] <= 1.0
+    with pytest.raises(ValueError, match="must name one of its GoalRank runs"):
+        diagnose.diagnose(workdir, log_fn=lambda _: None, run_name="nope")
+    with pytest.raises(ValueError, match="is not a seed of"):
+        diagnose.diagnose(workdir, log_fn=lambda _: None, run_name="goalrank", comparison_seed=3)
+    with pytest.raises(ValueError, match="is a comparison workdir"):
+        diagnose.load_config(workdir)

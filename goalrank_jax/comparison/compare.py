@@ -35,7 +35,7 @@ from goalrank_jax import main as main_lib
 from goalrank_jax import run, sharding, stages
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.comparison import config as comparison_config
-from goalrank_jax.comparison import evaluation, report, training
+from goalrank_jax.comparison import evaluation, report, reuse, training
 from goalrank_jax.data import pipeline
 from goalrank_jax.data.raw_formats import RawDataError
 from goalrank_jax.metric_writer import MetricWriter
@@ -150,6 +150,13 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict
     seed_start = time.time()
     experiment, comparison, dataset = shared.experiment, shared.comparison, shared.dataset
     seed_experiment = dataclasses.replace(experiment, seed=seed)
+    copied = {}
+    if comparison.reuse_baselines_from:
+        names = training.needed_baselines(comparison)
+        names |= {r.name for r in training.goalrank_runs(experiment, comparison)}
+        copied = reuse.copy_stages(
+            comparison.reuse_baselines_from, seed, seed_dir, sorted(names), shared.log_fn
+        )
     trainer = training.SeedTrainer(
         seed_experiment, comparison, dataset, seed_dir, shared.mesh, shared.log_fn
     )
@@ -157,6 +164,12 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict
         models = trainer.train_all(shared.reward_model)
     finally:
         trainer.close()
+    for name, info in copied.items():
+        # A copied stage was only restored here: its training took place in the source.
+        models.train_seconds[f"{name} (copied, restored)"] = models.train_seconds.pop(name)
+        if info.get("seconds") is not None:
+            models.train_seconds[f"{name} (trained in the source)"] = info["seconds"]
+        models.train_records[name]["copied_from"] = info["from"]
     eval_start = time.time()
     shared.log_fn(f"[compare] seed {seed}: evaluating every method on {comparison.split}")
     seed_eval = evaluation.SeedEvaluation(
@@ -228,6 +241,8 @@ def run_comparison(
     start = time.time()
     mesh = sharding.mesh_from_config(experiment.mesh)
     experiment = _start(experiment, comparison, workdir)
+    if comparison.reuse_baselines_from:
+        reuse.check_source(experiment, comparison, comparison.reuse_baselines_from)
     rows = expected_rows(experiment, comparison)
     per_seed, timings, records = {}, {}, {}
     shared = SharedStages(experiment, comparison, workdir, mesh, log_fn)

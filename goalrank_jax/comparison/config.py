@@ -54,6 +54,11 @@ class ComparisonConfig:
     # goalrank_prefix only: its budget in epochs (0 = the GoalRank generator's train.num_epochs),
     # for a CPU where the prefix generator cannot train as long as the fast one.
     prefix_num_epochs: int = 0
+    # Another comparison's workdir: each seed copies from it the stages that never read the
+    # reward model (dnn, prm, nar) instead of training them again, for a second
+    # evaluator track (e.g. reward_model.kind=list_aware) over the same baselines. Its config
+    # must equal this one's outside reward_model (checked; comparison/reuse.py). "" = train all.
+    reuse_baselines_from: str = ""
     # Training of the DNN, PRM and NAR baselines (BCE / likelihood on logged feedback); their
     # sizes are those of the experiment's `generator` group, so every method has the same width.
     baseline_train: configs.StageConfig = dataclasses.field(default_factory=configs.StageConfig)

@@ -330,8 +330,9 @@ def training_lines(records: dict[int, dict[str, dict]]) -> list[str]:
     for seed, stages in records.items():
         for stage, r in stages.items():
             selected = r.get("selected_step")
+            name = f"{stage} (copied from `{r['copied_from']}`)" if r.get("copied_from") else stage
             lines.append(
-                f"| {seed} | {stage} | {r['epochs']:.2f} | {r['steps']} / {r['num_steps']} | "
+                f"| {seed} | {name} | {r['epochs']:.2f} | {r['steps']} / {r['num_steps']} | "
                 f"{'yes' if r['stopped_early'] else 'no'} | "
                 f"{'-' if selected is None else selected} |"
             )

@@ -1,9 +1,13 @@
 """Did each stage of a finished run do its job? One JSON object on stdout.
 
     python -m goalrank_jax.diagnose --workdir=runs/goalrank [--split=test] [--max_examples=N]
+    python -m goalrank_jax.diagnose --workdir=runs/compare --run=goalrank [--comparison_seed=S]
 
 Restores the reward model and the generator of a finished ``goalrank_jax.main`` run (the states
-the run evaluated: the selected ones under ``select_metric``) and measures, on ``--split``:
+the run evaluated: the selected ones under ``select_metric``), or of one GoalRank run of a
+``goalrank_jax.comparison`` workdir (``--run``: ``goalrank``, an ablation such as
+``goalrank_K16``, ``supervised_ar``; ``--comparison_seed``: which seed, default the first), and
+measures, on ``--split``:
 
 * ``rm_reward``: the frozen reward model's mean list reward of uniformly random lists, of the
   generator's greedy list, of the generator's sampled lists (``--num_samples`` per request) and
@@ -45,6 +49,7 @@ finished run. Importing the package defines no flags.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -60,12 +65,75 @@ from goalrank_jax.data import pipeline
 from goalrank_jax.env import true_model as synthetic
 
 
-def load_config(workdir: str) -> configs.ExperimentConfig:
+def _read_config(workdir: str) -> dict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise CheckpointError(f"{path} does not exist: {workdir} holds no goalrank_jax run.")
     with open(path) as f:
-        return configs.from_config_dict(json.load(f), jax.device_count())
+        return json.load(f)
+
+
+def load_config(workdir: str) -> configs.ExperimentConfig:
+    values = _read_config(workdir)
+    if "compare" in values:
+        raise ValueError(
+            f"{workdir} is a comparison workdir: name one of its GoalRank runs (diagnose --run)."
+        )
+    return configs.from_config_dict(values, jax.device_count())
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """Where a GoalRank run's stages live: its config (seed and GRO settings as it trained), the
+    directories of its reward model and generator stages and the generator stage's name."""
+
+    config: configs.ExperimentConfig
+    reward_dir: str
+    generator_dir: str
+    generator_stage: str
+
+
+def run_layout(workdir: str, run_name: str = "", comparison_seed: int = 0) -> RunLayout:
+    """The layout of a ``goalrank_jax.main`` run (``run_name`` empty) or of GoalRank run
+    ``run_name`` of seed ``comparison_seed`` (0 = the first) of a comparison workdir."""
+    values = _read_config(workdir)
+    if "compare" not in values:
+        if run_name:
+            raise ValueError(f"--run={run_name!r} names a comparison run; {workdir} is not one.")
+        return RunLayout(load_config(workdir), workdir, workdir, run.GENERATOR_STAGE)
+    from goalrank_jax.comparison import config as comparison_config
+    from goalrank_jax.comparison import training
+
+    # A comparison's config.json holds {"experiment": ..., "compare": ...}.
+    values = {**values["experiment"], "compare": values["compare"]}
+    experiment, comparison = comparison_config.from_config_dict(values, jax.device_count())
+    runs = {r.name: r for r in training.goalrank_runs(experiment, comparison)}
+    if run_name not in runs:
+        raise ValueError(
+            f"{workdir} is a comparison: --run must name one of its GoalRank runs "
+            f"{sorted(runs)}, got {run_name!r}."
+        )
+    seed = comparison_seed or comparison.seeds[0]
+    if seed not in comparison.seeds:
+        raise ValueError(f"--comparison_seed={seed} is not a seed of {workdir}: {comparison.seeds}")
+    # As comparison.compare and comparison.training build the run (dataset, seed, settings).
+    data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
+    experiment = dataclasses.replace(
+        experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
+    )
+    spec = runs[run_name]
+    config = dataclasses.replace(experiment, seed=seed, gro=spec.gro)
+    if spec.variant:
+        config = dataclasses.replace(
+            config, generator=dataclasses.replace(config.generator, variant=spec.variant)
+        )
+    if spec.num_epochs:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, num_epochs=spec.num_epochs)
+        )
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    reward_dir = workdir if comparison.shared_reward_model else seed_dir
+    return RunLayout(config, reward_dir, seed_dir, run_name)
 
 
 def rank_correlation(scores: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> float:
@@ -323,24 +391,34 @@ def diagnose(
     seed=0,
     log_fn=None,
     list_effect_requests=500,
+    run_name="",
+    comparison_seed=0,
 ):
-    """The measures of the module docstring for the finished run in ``workdir``."""
+    """The measures of the module docstring for the finished run in ``workdir`` (or its
+    comparison run ``run_name`` of seed ``comparison_seed``)."""
     log_fn = log_fn or (lambda message: print(message, file=sys.stderr, flush=True))
-    config = load_config(workdir)
+    layout = run_layout(workdir, run_name, comparison_seed)
+    config = layout.config
     dataset = run.prepare_data(config, workdir, log_fn)
     mesh = sharding.mesh_from_config(config.mesh)
     max_examples = max_examples or config.eval.max_examples
     samples = num_samples or config.gro.group_size
     with jax.set_mesh(mesh):
-        context = run.stage_context(config, dataset, workdir, mesh, None, log_fn)
+        reward_context, context = (
+            run.stage_context(config, dataset, d, mesh, None, log_fn)
+            for d in (layout.reward_dir, layout.generator_dir)
+        )
         evaluator = run.reward_model_evaluator(
             config.reward_model.kind, config.reward_model.model, dataset
         )
         policy = run.generator_policy(config, dataset)
-        rm_state = stages.restore(context, run.reward_model_stage(config, evaluator, context))
-        gen_state = stages.restore(
-            context, run.generator_stage(config, policy, evaluator, context, rm_state.params)
+        rm_state = stages.restore(
+            reward_context, run.reward_model_stage(config, evaluator, reward_context)
         )
+        gen_stage = run.generator_stage(
+            config, policy, evaluator, context, rm_state.params, name=layout.generator_stage
+        )
+        gen_state = stages.restore(context, gen_stage)
         gen_params, rm_params = sharding.put_replicated(
             (gen_state.params, gen_state.reward_params), mesh
         )
@@ -376,6 +454,7 @@ def diagnose(
     ndcg = f"N@{dataset.list_len}"
     return {
         "workdir": workdir,
+        "run": f"{run_name} (seed {config.seed})" if run_name else "",
         "split": split,
         "requests": int(len(rows["random"])),
         "dataset": config.data.dataset,

@@ -11,7 +11,18 @@ from absl import app, flags, logging
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.diagnose import diagnose
 
-WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished goalrank_jax.main run.")
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Workdir of a finished goalrank_jax.main run or goalrank_jax.comparison."
+)
+RUN = flags.DEFINE_string(
+    "run",
+    "",
+    "Comparison workdirs only: which GoalRank run (goalrank, an ablation such as goalrank_K16, "
+    "supervised_ar, goalrank_prefix).",
+)
+COMPARISON_SEED = flags.DEFINE_integer(
+    "comparison_seed", 0, "Comparison workdirs only: the seed of --run (0 = the first seed)."
+)
 SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split measured.")
 MAX_EXAMPLES = flags.DEFINE_integer(
     "max_examples", 0, "Requests of the split used (0 = the run's eval.max_examples)."
@@ -42,6 +53,8 @@ def main(argv):
                 NUM_SAMPLES.value,
                 SEED.value,
                 list_effect_requests=LIST_EFFECT_REQUESTS.value,
+                run_name=RUN.value,
+                comparison_seed=COMPARISON_SEED.value,
             )
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,0 +1,115 @@
+"""A second evaluator track over the same baselines: copy the stages that never see the evaluator.
+
+DNN, PRM and the NAR generator learn from logged feedback only, so a comparison that changes
+nothing but the reward model (``reward_model.kind = list_aware`` beside a ``pointwise`` run, say)
+would train them again to the same parameters. (The supervised AR generator, w_R = 0, learns
+nothing from the evaluator either, but its train state carries the frozen reward model's
+parameters, so its checkpoints fit one evaluator only: it trains again.)
+With ``compare.reuse_baselines_from = OTHER_WORKDIR`` each seed copies those finished stages from
+``OTHER_WORKDIR/seed_<s>/`` instead, after checking that the other comparison's config equals
+this one in everything but the reward model. A copied stage is restored like any finished stage
+(an unfinished one resumes here); the report marks it as copied and gives the seconds it took
+where it was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable
+
+# Stages whose training and checkpoints involve no reward model (comparison.training: scorer
+# and NAR stages on logged feedback).
+EVALUATOR_FREE = ("dnn", "prm", "nar")
+# Config fields that may differ between the two comparisons: the evaluator, and where the
+# dataset is cached (a path, not a setting).
+IGNORED = ("experiment.reward_model", "experiment.data.data_dir")
+# Fields of the ``compare`` group the copied stages depend on.
+COMPARE_FIELDS = ("baseline_train", "select_metric")
+# Written into a copied stage's directory: where it came from and its training seconds there.
+COPIED_MARKER = "copied_from.json"
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, (list, tuple)):
+        return {prefix: [_flatten(v) if isinstance(v, dict) else v for v in value]}
+    return {prefix: value}
+
+
+def _comparable(experiment: dict, compare: dict) -> dict[str, object]:
+    # Through JSON so that tuples of the live config compare equal to lists read back.
+    tree = json.loads(json.dumps({"experiment": experiment, "compare": compare}))
+    tree["compare"] = {k: tree["compare"][k] for k in COMPARE_FIELDS}
+    flat = _flatten(tree)
+    return {k: v for k, v in flat.items() if not any(k.startswith(p) for p in IGNORED)}
+
+
+def check_source(experiment, comparison, source: str) -> None:
+    """Raises ValueError unless ``source`` is a comparison workdir whose config equals this
+    one's outside the reward model (the fields that differ are named)."""
+    path = os.path.join(source, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"compare.reuse_baselines_from={source!r} is not a comparison workdir: no {path}."
+        )
+    try:
+        with open(path) as f:
+            theirs = json.load(f)
+        their_fields = _comparable(theirs["experiment"], theirs["compare"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"compare.reuse_baselines_from: cannot read {path}: {err}") from None
+    ours = _comparable(dataclasses.asdict(experiment), dataclasses.asdict(comparison))
+    differ = sorted(k for k in set(ours) | set(their_fields) if ours.get(k) != their_fields.get(k))
+    if differ:
+        shown = "; ".join(
+            f"{k}: {their_fields.get(k)!r} there, {ours.get(k)!r} here" for k in differ[:8]
+        )
+        more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise ValueError(
+            f"compare.reuse_baselines_from={source!r}: its baselines were trained under another "
+            f"config, so they cannot be reused. Differences outside reward_model: {shown}{more}."
+        )
+
+
+def copy_stages(
+    source: str, seed: int, seed_dir: str, names, log_fn: Callable[[str], None]
+) -> dict[str, dict]:
+    """Copies each stage of ``names`` (evaluator-free ones only) that ``seed_dir`` lacks from the
+    source's ``seed_<seed>/``; returns name -> {"from": dir, "seconds": training seconds there
+    or None} for every stage of ``names`` that came from the source (now or in an earlier
+    invocation, which left a marker)."""
+    source_seed = os.path.join(source, f"seed_{seed}")
+    seconds_there = {}
+    results = os.path.join(source_seed, "results.json")
+    if os.path.isfile(results):
+        with open(results) as f:
+            seconds_there = json.load(f).get("seconds", {})
+    copied = {}
+    for name in names:
+        if name not in EVALUATOR_FREE:
+            continue
+        src, dst = os.path.join(source_seed, name), os.path.join(seed_dir, name)
+        marker = os.path.join(dst, COPIED_MARKER)
+        if not os.path.isdir(dst):
+            if not os.path.isdir(os.path.join(src, "checkpoints")):
+                log_fn(f"[compare] seed {seed}: {name} not in {source_seed}; it trains here")
+                continue
+            os.makedirs(seed_dir, exist_ok=True)
+            tmp = dst + ".copying"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            with open(os.path.join(tmp, COPIED_MARKER), "w") as f:
+                json.dump({"from": src, "seconds": seconds_there.get(name)}, f)
+            os.replace(tmp, dst)  # a kill before this leaves no half-copied stage
+            log_fn(f"[compare] seed {seed}: {name} copied from {src}")
+        if os.path.isfile(marker):
+            with open(marker) as f:
+                copied[name] = json.load(f)
+    return copied
