@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -223,3 +226,19 @@ def record(context: StageContext, stage: Stage) -> dict:
     out["epochs"] = out["steps"] * stage.stage_config.batch_size / train_requests
     out["num_steps"] = stage.stage_config.num_steps
     return out
+
+
+def copy_stage(source: str, target: str, notes: dict[str, Any] | None = None) -> bool:
+    """Copies a stage directory (``<workdir>/<name>``) to ``target`` unless it exists, with
+    ``notes`` (file name -> JSON value) written into the copy; returns whether it copied. Copy
+    then rename: an interrupted copy never looks like a checkpoint."""
+    if os.path.exists(target):
+        return False
+    partial = target + ".copying"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    for name, value in (notes or {}).items():
+        with open(os.path.join(partial, name), "w") as f:
+            json.dump(value, f)
+    os.replace(partial, target)
+    return True

@@ -152,10 +152,9 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict
     seed_experiment = dataclasses.replace(experiment, seed=seed)
     copied = {}
     if comparison.reuse_baselines_from:
-        names = training.needed_baselines(comparison)
-        names |= {r.name for r in training.goalrank_runs(experiment, comparison)}
+        names = sorted(training.needed_baselines(comparison))  # dnn / prm / nar: evaluator-free
         copied = reuse.copy_stages(
-            comparison.reuse_baselines_from, seed, seed_dir, sorted(names), shared.log_fn
+            comparison.reuse_baselines_from, seed, seed_dir, names, shared.log_fn
         )
     trainer = training.SeedTrainer(
         seed_experiment, comparison, dataset, seed_dir, shared.mesh, shared.log_fn
@@ -219,14 +218,7 @@ def _start(experiment, comparison, workdir: str):
     # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA.
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    return _with_data_dir(experiment, workdir)
-
-
-def _with_data_dir(experiment, workdir: str):
-    data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
-    return dataclasses.replace(
-        experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
-    )
+    return comparison_config.with_data_dir(experiment, workdir)
 
 
 def run_comparison(
@@ -346,7 +338,9 @@ def main(argv):
     log_fn = functools.partial(print, flush=True)
     with main_lib.exit_codes((RawDataError, CheckpointError, ValueError)):
         if main_lib.PREPARE_ONLY.value:
-            run.prepare_data(_with_data_dir(experiment, _WORKDIR.value), _WORKDIR.value, log_fn)
+            run.prepare_data(
+                comparison_config.with_data_dir(experiment, _WORKDIR.value), _WORKDIR.value, log_fn
+            )
             return
         run_comparison(experiment, comparison, _WORKDIR.value, log_fn, command, _REPORT_ONLY.value)
 

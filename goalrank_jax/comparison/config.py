@@ -8,6 +8,7 @@ generator and its GRO defaults) plus a ``compare`` group parsed into :class:`Com
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from goalrank_jax import config_fields, configs
@@ -97,6 +98,15 @@ class ComparisonConfig:
                 f"ComparisonConfig.select_metric must be '' or one of {SELECT_METRICS} (with @L "
                 f"where ranked), got {self.select_metric!r}"
             )
+
+
+def with_data_dir(experiment, workdir: str):
+    """``experiment`` with ``data.data_dir`` set: where a comparison in ``workdir`` keeps its
+    dataset (``<workdir>/tfds`` unless the config names a directory)."""
+    data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
+    return dataclasses.replace(
+        experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
+    )
 
 
 def from_config_dict(config: Any, num_devices: int = 1):

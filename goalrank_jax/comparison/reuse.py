@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections.abc import Callable
+
+from goalrank_jax import stages
 
 # Stages whose training and checkpoints involve no reward model (comparison.training: scorer
 # and NAR stages on logged feedback).
@@ -102,12 +103,8 @@ def copy_stages(
                 log_fn(f"[compare] seed {seed}: {name} not in {source_seed}; it trains here")
                 continue
             os.makedirs(seed_dir, exist_ok=True)
-            tmp = dst + ".copying"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
-            with open(os.path.join(tmp, COPIED_MARKER), "w") as f:
-                json.dump({"from": src, "seconds": seconds_there.get(name)}, f)
-            os.replace(tmp, dst)  # a kill before this leaves no half-copied stage
+            note = {"from": src, "seconds": seconds_there.get(name)}
+            stages.copy_stage(src, dst, {COPIED_MARKER: note})
             log_fn(f"[compare] seed {seed}: {name} copied from {src}")
         if os.path.isfile(marker):
             with open(marker) as f:

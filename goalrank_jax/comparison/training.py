@@ -91,6 +91,21 @@ def goalrank_runs(experiment: configs.ExperimentConfig, comparison) -> list[Goal
     return unique
 
 
+def run_experiment(experiment: configs.ExperimentConfig, run: GoalRankRun):
+    """``experiment`` as GoalRank run ``run`` trains: its GRO settings and, where it sets them,
+    its generator variant and budget in epochs."""
+    exp = dataclasses.replace(experiment, gro=run.gro)
+    if run.variant:
+        exp = dataclasses.replace(
+            exp, generator=dataclasses.replace(exp.generator, variant=run.variant)
+        )
+    if run.num_epochs:
+        exp = dataclasses.replace(
+            exp, train=dataclasses.replace(exp.train, num_epochs=run.num_epochs)
+        )
+    return exp
+
+
 def same_run_aliases(experiment, comparison) -> dict[str, str]:
     """Ablation names that are the default run itself (e.g. goalrank_K8 -> goalrank)."""
     aliases = {}
@@ -269,14 +284,7 @@ class SeedTrainer:
     def generator(self, run_spec: GoalRankRun, evaluator, reward_params):
         # The same initial parameters, batches and key stream for every GoalRank run of a seed
         # (of one generator variant).
-        exp = dataclasses.replace(self.experiment, gro=run_spec.gro)
-        if run_spec.variant:
-            generator = dataclasses.replace(exp.generator, variant=run_spec.variant)
-            exp = dataclasses.replace(exp, generator=generator)
-        if run_spec.num_epochs:
-            exp = dataclasses.replace(
-                exp, train=dataclasses.replace(exp.train, num_epochs=run_spec.num_epochs)
-            )
+        exp = run_experiment(self.experiment, run_spec)
         policy = run_lib.generator_policy(exp, self.dataset)
         stage = run_lib.generator_stage(
             exp, policy, evaluator, self.context, reward_params, name=run_spec.name

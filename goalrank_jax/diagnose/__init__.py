@@ -117,20 +117,8 @@ def run_layout(workdir: str, run_name: str = "", comparison_seed: int = 0) -> Ru
     if seed not in comparison.seeds:
         raise ValueError(f"--comparison_seed={seed} is not a seed of {workdir}: {comparison.seeds}")
     # As comparison.compare and comparison.training build the run (dataset, seed, settings).
-    data_dir = experiment.data.data_dir or os.path.join(workdir, "tfds")
-    experiment = dataclasses.replace(
-        experiment, data=dataclasses.replace(experiment.data, data_dir=data_dir)
-    )
-    spec = runs[run_name]
-    config = dataclasses.replace(experiment, seed=seed, gro=spec.gro)
-    if spec.variant:
-        config = dataclasses.replace(
-            config, generator=dataclasses.replace(config.generator, variant=spec.variant)
-        )
-    if spec.num_epochs:
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, num_epochs=spec.num_epochs)
-        )
+    experiment = comparison_config.with_data_dir(experiment, workdir)
+    config = training.run_experiment(dataclasses.replace(experiment, seed=seed), runs[run_name])
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     reward_dir = workdir if comparison.shared_reward_model else seed_dir
     return RunLayout(config, reward_dir, seed_dir, run_name)

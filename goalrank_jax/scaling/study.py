@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from goalrank_jax import configs, run
+from goalrank_jax import configs, run, stages
 from goalrank_jax.scaling import presets, report
 from goalrank_jax.train import format_duration
 
@@ -220,8 +219,8 @@ def share_reward_model(
         if os.path.isdir(simulator) and _simulator_key(saved) == _simulator_key(
             config_json(config)
         ):
-            _copy_stage(simulator, os.path.join(run_dir, run.SIMULATOR_STAGE))
-        _copy_stage(stage, target)
+            stages.copy_stage(simulator, os.path.join(run_dir, run.SIMULATOR_STAGE))
+        stages.copy_stage(stage, target)
         report.write_json(marker, {"source": name})
         return source
     return None
@@ -231,17 +230,6 @@ def _simulator_key(config: dict) -> str:
     """What the held-out simulator's training depends on (it has a seed of its own)."""
     keys = ("prng_impl", "data", "simulator", "eval")
     return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
-
-
-def _copy_stage(source: str, target: str) -> None:
-    """Copies a finished stage directory unless ``target`` exists. Copy then rename: an
-    interrupted copy never looks like a checkpoint."""
-    if os.path.exists(target):
-        return
-    partial = target + ".copying"
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial)
-    os.replace(partial, target)
 
 
 def step_time_s(run_dir: str) -> float:
