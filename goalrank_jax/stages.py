@@ -61,6 +61,9 @@ STREAMS: dict[str, Streams] = {
 # The comparison's evaluation of a seed (G-E / MG-E proposals, random lists) draws its keys
 # from fold_in(key(seed), COMPARISON_EVAL_STREAM).
 COMPARISON_EVAL_STREAM = 77
+# MG-E's evaluation on the validation split, which chooses its k, draws from
+# fold_in(key(seed), COMPARISON_MGE_SELECTION_STREAM).
+COMPARISON_MGE_SELECTION_STREAM = 78
 
 
 def init_batch(dataset: pipeline.Dataset, size: int = 2) -> dict:

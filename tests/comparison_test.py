@@ -295,6 +295,56 @@ def test_rerun_is_served_from_the_cache(smoke_comparison):
     assert "cached results" in second and "training steps" not in second
 
 
+def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
+    workdir, _, _ = smoke_comparison
+    with open(os.path.join(workdir, "seed_7", "results.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        document = json.load(f)
+    validation = results["validation_mge"]
+    assert sorted(validation) == ["mge@1", "mge@3", "mge@8"]
+    # The k with the best validation N@3, the smaller k on a tie, found here by a plain loop.
+    best_k, best_value = None, -1.0
+    for k in (1, 3, 8):
+        if validation[f"mge@{k}"]["N@3"] > best_value:
+            best_k, best_value = k, validation[f"mge@{k}"]["N@3"]
+    assert document["mge_selection"] == {"metric": "validation/N@3", "k": {"7": best_k}}
+    for metric, value in results["rows"][f"mge@{best_k}"].items():
+        assert document["summary"]["mge_selected"][metric]["mean"] == pytest.approx(value)
+    assert document["ordering"]["best"]["best MG-E"] == "mge_selected"
+    # The same MG-E pool drawn with the validation stream: its pick is the evaluator's argmax
+    # among k lists, so its estimated reward never falls as k grows.
+    estimates = [validation[f"mge@{k}"]["rm_reward"] for k in (1, 3, 8)]
+    assert estimates == sorted(estimates)
+    # Results cached before MG-E had a validation evaluation: a report-only run keeps the best
+    # k on the test split and says that it is an optimistic bound.
+    old = str(tmp_path / "old")
+    os.makedirs(os.path.join(old, "seed_7"))
+    del results["validation_mge"]
+    with open(os.path.join(old, "seed_7", "results.json"), "w") as f:
+        json.dump(results, f)
+    command = [
+        sys.executable,
+        "-m",
+        "goalrank_jax.comparison",
+        "--config=experiments/compare.py:smoke",
+        f"--workdir={old}",
+        "--config.compare.seeds=7",
+        "--config.compare.ablations=group_size",
+        "--config.compare.methods=" + ",".join(comparison_config.METHODS + ("goalrank_prefix",)),
+        "--config.compare.group_sizes=3",
+        "--report_only",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(old, "comparison.json")) as f:
+        fallback = json.load(f)
+    assert fallback["mge_selection"] is None and "mge_selected" not in fallback["summary"]
+    assert fallback["ordering"]["best"]["best MG-E"].startswith("mge@")
+    with open(os.path.join(old, "comparison.md")) as f:
+        assert "an optimistic bound for MG-E" in f.read()
+
+
 def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
     workdir, _, _ = smoke_comparison
     with open(os.path.join(workdir, "shared_seconds.json")) as f:

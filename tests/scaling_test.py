@@ -125,6 +125,22 @@ def test_report_only_with_mge_panel_and_changed_config(study):
     assert [r["size"] for r in document["runs"]] == list(SIZES)
     assert [p["k"] for p in document["mge_curve"]] == [1, 3, 20]
     assert "| 20 | 0.2200 | 0.0100 |" in open(os.path.join(workdir, "scaling.md")).read()
+    # No k chosen on validation in that comparison: the line is the curve's best, said so.
+    assert document["mge_reference"] == {
+        "label": "best MG-E on this split (k=20, optimistic)",
+        "value": pytest.approx(0.22),
+    }
+    selected = {"mge_selected": {"true_reward": {"mean": 0.205, "std": 0.0, "n": 2}}}
+    with open(mge_path, "w") as f:
+        json.dump(
+            {"mge_curve": curve, "summary": selected, "mge_selection": {"k": {"1": 3, "2": 1}}},
+            f,
+        )
+    document = scaling.run_study(experiment, config, workdir, lambda m: None, report_only=True)
+    assert document["mge_reference"] == {
+        "label": "MG-E, k chosen on validation (k=3,1)",
+        "value": pytest.approx(0.205),
+    }
     changed, _ = _configs(str(study["root"] / "tfds"), num_steps=7)
     with pytest.raises(ValueError, match="another config \\(fields train.num_steps\\)"):
         scaling.run_study(changed, config, workdir, lambda m: None)

@@ -49,6 +49,8 @@ _REPORT_ONLY = flags.DEFINE_bool(
 )
 
 RESULTS_FILE = "results.json"
+# results.json's key of the MG-E rows evaluated on the validation split (to choose k).
+VALIDATION_MGE = "validation_mge"
 # Seconds of the stages shared by all seeds (data, simulator, shared reward model), summed over
 # the invocations that ran them, so a resumed or report-only run still reports them.
 SHARED_SECONDS_FILE = "shared_seconds.json"
@@ -66,12 +68,43 @@ def expected_rows(experiment, comparison) -> set[str]:
     return rows
 
 
-def _load_cached(path: str, rows: set[str]) -> dict | None:
+def selects_mge_on_validation(comparison) -> bool:
+    """MG-E's k is chosen on the validation split whenever the comparison reports another."""
+    return "mge" in comparison.methods and comparison.split != "validation"
+
+
+def mge_selection_metric(comparison, list_len: int) -> str:
+    """The validation metric MG-E's k is chosen on: the rankers' select_metric, else N@L."""
+    return comparison.select_metric or f"N@{list_len}"
+
+
+def _load_cached(path: str, rows: set[str], need_validation_mge: bool) -> dict | None:
+    """A seed's cached results if they hold every row (and, with ``need_validation_mge``, the
+    MG-E rows on the validation split); else None (the seed is evaluated again)."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         cached = json.load(f)
-    return cached if rows <= set(cached["rows"]) else None
+    if not rows <= set(cached["rows"]):
+        return None
+    if need_validation_mge and VALIDATION_MGE not in cached:
+        return None
+    return cached
+
+
+def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, int]:
+    """Adds the row ``mge_selected`` to each seed's results that has MG-E on validation: the
+    test metrics of its ``mge@k`` with the best validation ``metric`` (ties: the smaller k).
+    Returns {seed: chosen k}."""
+    chosen = {}
+    for seed, rows in per_seed.items():
+        if seed not in validation:
+            continue
+        scored = [(validation[seed][f"mge@{k}"][metric], -k) for k in sorted(ks)]
+        k = -max(scored)[1]
+        rows[report.SELECTED_MGE] = dict(rows[f"mge@{k}"])
+        chosen[seed] = k
+    return chosen
 
 
 def _write_json(path: str, value) -> None:
@@ -144,9 +177,10 @@ class SharedStages:
         self.seconds = _add_shared_seconds(self.workdir, seconds)
 
 
-def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict, dict]:
-    """Trains every model of ``seed`` (cached stages restored) and evaluates them; writes
-    ``seed_dir/results.json``; returns (rows, seconds per stage, stage records)."""
+def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
+    """Trains every model of ``seed`` (cached stages restored) and evaluates them; writes and
+    returns ``seed_dir/results.json``: rows, seconds per stage, stage records and (MG-E's k
+    chosen on validation) the MG-E rows on the validation split."""
     seed_start = time.time()
     experiment, comparison, dataset = shared.experiment, shared.comparison, shared.dataset
     seed_experiment = dataclasses.replace(experiment, seed=seed)
@@ -191,17 +225,28 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> tuple[dict, dict
     results = seed_eval(batches, key, shared.simulator_params)
     seconds = dict(models.train_seconds)
     seconds["evaluation"] = time.time() - eval_start
+    document = {"rows": results, "stages": models.train_records, "split": comparison.split}
+    if selects_mge_on_validation(comparison):
+        # MG-E's k is a setting like any other: chosen on validation, never on the test split.
+        start = time.time()
+        shared.log_fn(f"[compare] seed {seed}: MG-E on validation (to choose k)")
+        validation_batches = pipeline.eval_batches(
+            dataset.sources["validation"],
+            experiment.eval.batch_size,
+            experiment.eval.max_examples,
+        )
+        selection_key = jax.random.fold_in(
+            jax.random.key(seed, impl=experiment.prng_impl),
+            stages.COMPARISON_MGE_SELECTION_STREAM,
+        )
+        document[VALIDATION_MGE] = seed_eval(
+            validation_batches, selection_key, shared.simulator_params, only_mge=True
+        )
+        seconds["MG-E on validation"] = time.time() - start
     seconds["seed_total"] = time.time() - seed_start
-    _write_json(
-        os.path.join(seed_dir, RESULTS_FILE),
-        {
-            "rows": results,
-            "seconds": seconds,
-            "stages": models.train_records,
-            "split": comparison.split,
-        },
-    )
-    return results, seconds, models.train_records
+    document["seconds"] = seconds
+    _write_json(os.path.join(seed_dir, RESULTS_FILE), document)
+    return document
 
 
 def _start(experiment, comparison, workdir: str):
@@ -236,30 +281,35 @@ def run_comparison(
     if comparison.reuse_baselines_from:
         reuse.check_source(experiment, comparison, comparison.reuse_baselines_from)
     rows = expected_rows(experiment, comparison)
-    per_seed, timings, records = {}, {}, {}
+    # Old caches without MG-E on validation are evaluated again, except for a report-only run,
+    # whose report then names its best MG-E as chosen on the test split.
+    need_validation = selects_mge_on_validation(comparison) and not report_only
+    per_seed, timings, records, validation = {}, {}, {}, {}
     shared = SharedStages(experiment, comparison, workdir, mesh, log_fn)
     with jax.set_mesh(mesh):
         for index, seed in enumerate(comparison.seeds):
             seed_dir = os.path.join(workdir, f"seed_{seed}")
-            cached = _load_cached(os.path.join(seed_dir, RESULTS_FILE), rows)
-            if cached is not None:
+            result = _load_cached(os.path.join(seed_dir, RESULTS_FILE), rows, need_validation)
+            if result is not None:
                 log_fn(f"[compare] seed {seed}: cached results in {seed_dir}")
-                per_seed[seed], timings[f"seed {seed}"] = cached["rows"], cached["seconds"]
-                records[seed] = cached.get("stages", {})
-                continue
-            if report_only:
+            elif report_only:
                 log_fn(f"[compare] seed {seed}: no complete cached results; left out")
                 continue
-            log_fn(f"[compare] seed {seed} ({index + 1}/{len(comparison.seeds)})")
-            shared.build()
-            per_seed[seed], seconds, records[seed] = run_seed(shared, seed, seed_dir)
-            timings[f"seed {seed}"] = seconds
-            done, elapsed = index + 1, time.time() - start
-            log_fn(
-                f"[compare] seed {seed} done in {format_duration(seconds['seed_total'])}; "
-                f"{done}/{len(comparison.seeds)} seeds, elapsed {format_duration(elapsed)}, "
-                f"eta {format_duration(elapsed / done * (len(comparison.seeds) - done))}"
-            )
+            else:
+                log_fn(f"[compare] seed {seed} ({index + 1}/{len(comparison.seeds)})")
+                shared.build()
+                result = run_seed(shared, seed, seed_dir)
+                done, elapsed = index + 1, time.time() - start
+                log_fn(
+                    f"[compare] seed {seed} done in "
+                    f"{format_duration(result['seconds']['seed_total'])}; "
+                    f"{done}/{len(comparison.seeds)} seeds, elapsed {format_duration(elapsed)}, "
+                    f"eta {format_duration(elapsed / done * (len(comparison.seeds) - done))}"
+                )
+            per_seed[seed], timings[f"seed {seed}"] = result["rows"], result["seconds"]
+            records[seed] = result.get("stages", {})
+            if VALIDATION_MGE in result:
+                validation[seed] = result[VALIDATION_MGE]
     if not per_seed:
         raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
     if shared.records:
@@ -267,8 +317,13 @@ def run_comparison(
     shared_totals = shared.seconds or _add_shared_seconds(workdir, {})
     if shared_totals:
         timings = {"shared by all seeds": shared_totals, **timings}
+    selection = None
+    if validation and validation.keys() >= per_seed.keys():
+        metric = mge_selection_metric(comparison, experiment.data.list_len)
+        chosen = choose_mge(per_seed, validation, comparison.mge_ks, metric)
+        selection = {"metric": f"validation/{metric}", "k": chosen}
     document = _write_report(
-        experiment, comparison, workdir, per_seed, command, timings, records, log_fn
+        experiment, comparison, workdir, per_seed, command, timings, records, log_fn, selection
     )
     log_fn(
         f"[compare] report: {os.path.join(workdir, 'comparison.md')} "
@@ -278,9 +333,11 @@ def run_comparison(
 
 
 def _write_report(
-    experiment, comparison, workdir, per_seed, command, timings, records, log_fn
+    experiment, comparison, workdir, per_seed, command, timings, records, log_fn, selection
 ) -> dict:
-    """comparison.md / .json / PNGs; prints the main table."""
+    """comparison.md / .json / PNGs; prints the main table. ``selection``: MG-E's k chosen on
+    validation ({"metric", "k": {seed: k}}), or None (the report's best MG-E is then the best k
+    on the compared split, an optimistic bound)."""
     gro = experiment.gro
     document = report.write(
         workdir,
@@ -311,10 +368,12 @@ def _write_report(
         command=command,
         timings=timings,
         records=records,
+        mge_selection=selection,
     )
     print_table = [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
     print_table += [(r, report.LABELS[r]) for r in report.GE]
     print_table += [(f"mge@{k}", f"MG-E k={k}") for k in comparison.mge_ks]
+    print_table += [("mge_selected", "MG-E, k chosen on validation")]
     print_table += [("goalrank", "GoalRank")]
     columns = report.metric_columns(document["summary"], experiment.data.list_len)
     log_fn(report.table(document["summary"], print_table, columns))

@@ -294,14 +294,20 @@ class SeedEvaluation:
         self._ge = jax.jit(lists.ge)
         self._mge = jax.jit(lists.mge) if "mge" in lists.methods else None
 
-    def batch_lists(self, batch, key) -> dict[str, tuple[jnp.ndarray, jnp.ndarray | None]]:
-        """{row name: (lists [B, L], scores [B, N] or None)} of every method on a batch."""
+    def batch_lists(
+        self, batch, key, only_mge: bool = False
+    ) -> dict[str, tuple[jnp.ndarray, jnp.ndarray | None]]:
+        """{row name: (lists [B, L], scores [B, N] or None)} of every method on a batch (with
+        ``only_mge``, of the ``mge@k`` rows only, drawn with the same key as in a full call)."""
+        ge_key, mge_key = jax.random.split(key)
+        if only_mge:
+            lists = self._mge(self.params, batch, mge_key)
+            return {name: (v, None) for name, v in lists.items() if name.startswith("mge@")}
         rows = dict(self._references(self.params, batch))
         for name, sort in self._scorer_sort.items():
             rows[name] = sort(self.params["scorers"][name], batch)
         for name, (policy, params) in self.models.generators.items():
             rows[name] = (self._greedy[_decoder_key(policy)](params, batch), None)
-        ge_key, mge_key = jax.random.split(key)
         for name, lists in self._ge(self.params, batch, ge_key).items():
             rows[name] = (lists, None)
         if self._mge is not None:
@@ -310,16 +316,19 @@ class SeedEvaluation:
         return rows
 
     def __call__(
-        self, batches: Iterable[dict], key, simulator_params=None
+        self, batches: Iterable[dict], key, simulator_params=None, only_mge: bool = False
     ) -> dict[str, dict[str, float]]:
-        """{row: {metric: mean}} over every example of the batches."""
+        """{row: {metric: mean}} over every example of the batches; with ``only_mge``, of the
+        ``mge@k`` rows only (MG-E's choice of k on the validation split)."""
+        if only_mge and self._mge is None:
+            raise ValueError("only_mge needs 'mge' among compare.methods")
         totals: dict[str, dict[str, list[float]]] = {}
         oracle = [0.0, 0.0]
         for index, batch in enumerate(batches):
             if not self.has_true_model:
                 batch = evaluate_lib.strip_true_model(batch)
             placed = sharding.put_batch(batch, self.mesh)
-            rows = self.batch_lists(placed, jax.random.fold_in(key, index))
+            rows = self.batch_lists(placed, jax.random.fold_in(key, index), only_mge)
             for name, (lists, scores) in rows.items():
                 sums = self._metric_fn(
                     lists, scores, placed, self.params["reward"], simulator_params

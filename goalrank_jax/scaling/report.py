@@ -32,6 +32,21 @@ def mge_points(mge: dict | None, metric: str) -> list[tuple[int, float, float]]:
     return sorted(points)
 
 
+def mge_reference(mge: dict | None, metric: str, curve) -> tuple[str, float] | None:
+    """(label, value) of the MG-E reference line: MG-E with k chosen on validation when the
+    comparison has it, else the best k of the curve itself (an optimistic bound)."""
+    selection = (mge or {}).get("mge_selection")
+    selected = (mge or {}).get("summary", {}).get("mge_selected", {})
+    name = metric.split("/", 1)[-1]
+    if selection and name in selected:
+        ks = ",".join(str(k) for k in selection["k"].values())
+        return f"MG-E, k chosen on validation (k={ks})", float(selected[name]["mean"])
+    if curve:
+        k, best, _ = max(curve, key=lambda p: p[1])
+        return f"best MG-E on this split (k={k}, optimistic)", best
+    return None
+
+
 def seed_groups(records: list[dict]) -> list[list[dict]]:
     """The runs grouped by (variant, size), in the order of first appearance; a group holds
     one run per seed."""
@@ -73,9 +88,12 @@ def trend_lines(records: list[dict], metric: str) -> list[str]:
     return lines
 
 
-def plot(path: str, records: list[dict], metric: str, references: dict, mge_curve) -> None:
+def plot(
+    path: str, records: list[dict], metric: str, references: dict, mge_curve, mge_line=None
+) -> None:
     """Quality versus non-embedding parameters (log x), one line per variant; a second panel
-    with the MG-E curve versus k when given (same y axis)."""
+    with the MG-E curve versus k when given (same y axis); ``mge_line``: (label, value) of
+    :func:`mge_reference`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,9 +124,9 @@ def plot(path: str, records: list[dict], metric: str, references: dict, mge_curv
     ):
         if name in references:
             ax.axhline(references[name], ls=style, color="gray", label=label)
+    if mge_line is not None:
+        ax.axhline(mge_line[1], ls="--", color="C3", label=mge_line[0])
     if mge_curve:
-        k, best, _ = max(mge_curve, key=lambda p: p[1])
-        ax.axhline(best, ls="--", color="C3", label=f"best MG-E (k={k})")
         right = axes[0][1]
         right.errorbar(
             [p[0] for p in mge_curve],
@@ -202,7 +220,8 @@ def write_report(
         if f"test/{policy}/{metric.split('/', 1)[1]}" in first:
             references[policy] = first[f"test/{policy}/{metric.split('/', 1)[1]}"]
     curve = mge_points(mge, metric)
-    plot(os.path.join(workdir, "scaling.png"), records, metric, references, curve)
+    mge_line = mge_reference(mge, metric, curve)
+    plot(os.path.join(workdir, "scaling.png"), records, metric, references, curve, mge_line)
     lines = [
         f"# GoalRank scaling study ({experiment.data.dataset})",
         "",
@@ -245,6 +264,8 @@ def write_report(
         lines += [f"MG-E ({study['mge_results']}), {metric} mean ± std over seeds:", ""]
         lines += ["| k | mean | std |", "|---|---|---|"]
         lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, m, sd in curve] + [""]
+    if mge_line is not None:
+        lines += [f"MG-E reference line: {mge_line[0]}, {mge_line[1]:.4f}.", ""]
     lines += estimate_lines(list(estimates))
     lines += ["![scaling](scaling.png)", ""]
     with open(os.path.join(workdir, "scaling.md.tmp"), "w") as f:
@@ -259,6 +280,7 @@ def write_report(
         "runs": records,
         "references": references,
         "mge_curve": [{"k": k, "mean": m, "std": sd} for k, m, sd in curve],
+        "mge_reference": None if mge_line is None else {"label": mge_line[0], "value": mge_line[1]},
         "time_estimates": list(estimates),
     }
     write_json(os.path.join(workdir, "scaling.json"), document)
