@@ -345,6 +345,30 @@ def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
         assert "an optimistic bound for MG-E" in f.read()
 
 
+def test_a_one_seed_report_restores_that_seeds_results(smoke_comparison, tmp_path):
+    from goalrank_jax.comparison import restore
+
+    workdir, _, _ = smoke_comparison
+    with open(os.path.join(workdir, "seed_7", "results.json")) as f:
+        original = json.load(f)
+    path = restore.restore(os.path.join(workdir, "comparison.json"), str(tmp_path))
+    assert path == os.path.join(str(tmp_path), "seed_7", "results.json")
+    with open(path) as f:
+        restored = json.load(f)
+    for row, metrics in original["rows"].items():
+        for metric, value in metrics.items():
+            if np.isfinite(value):
+                assert restored["rows"][row][metric] == pytest.approx(value, rel=1e-6), row
+    assert restored["stages"] == original["stages"]
+    assert restored["split"] == "test" and "validation_mge" not in restored
+    with pytest.raises(ValueError, match="exists already"):
+        restore.restore(os.path.join(workdir, "comparison.json"), str(tmp_path))
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"seeds": [1, 2], "summary": {}, "split": "test"}))
+    with pytest.raises(ValueError, match="only a one-seed report"):
+        restore.restore(str(two), str(tmp_path / "other"))
+
+
 def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
     workdir, _, _ = smoke_comparison
     with open(os.path.join(workdir, "shared_seconds.json")) as f:
