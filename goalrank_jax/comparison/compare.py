@@ -92,6 +92,15 @@ def _load_cached(path: str, rows: set[str], need_validation_mge: bool) -> dict |
     return cached
 
 
+def _earlier_stage_seconds(path: str, seconds: dict[str, float]) -> dict[str, float]:
+    """{stage: seconds} of the earlier results at ``path`` for the stages in ``seconds``."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        earlier = json.load(f).get("seconds", {})
+    return {stage: earlier[stage] for stage in seconds if stage in earlier}
+
+
 def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, int]:
     """Adds the row ``mge_selected`` to each seed's results that has MG-E on validation: the
     test metrics of its ``mge@k`` with the best validation ``metric`` (ties: the smaller k).
@@ -224,6 +233,9 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     )
     results = seed_eval(batches, key, shared.simulator_params)
     seconds = dict(models.train_seconds)
+    # A seed evaluated again (its cache lacked rows) restored its stages: the seconds they took
+    # to train are those of the earlier invocation, kept from its results.
+    seconds.update(_earlier_stage_seconds(os.path.join(seed_dir, RESULTS_FILE), seconds))
     seconds["evaluation"] = time.time() - eval_start
     document = {"rows": results, "stages": models.train_records, "split": comparison.split}
     if selects_mge_on_validation(comparison):
