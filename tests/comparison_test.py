@@ -372,6 +372,17 @@ def test_a_one_seed_report_restores_that_seeds_results(smoke_comparison, tmp_pat
                 assert restored["rows"][row][metric] == pytest.approx(value, rel=1e-6), row
     assert restored["stages"] == original["stages"]
     assert restored["split"] == "test" and "validation_mge" not in restored
+    # A rerun that chooses MG-E's k on validation evaluates a seed without that evaluation
+    # again, but not a restored one (its models are elsewhere): it stays cached.
+    from goalrank_jax.comparison import compare
+
+    rows = set(original["rows"])
+    assert compare._load_cached(path, rows, need_validation_mge=True) is not None
+    del restored["restored_from"]
+    unrestored = tmp_path / "unrestored.json"
+    unrestored.write_text(json.dumps(restored))
+    assert compare._load_cached(str(unrestored), rows, need_validation_mge=True) is None
+    assert compare._load_cached(str(unrestored), rows, need_validation_mge=False) is not None
     with pytest.raises(ValueError, match="exists already"):
         restore.restore(os.path.join(workdir, "comparison.json"), str(tmp_path))
     two = tmp_path / "two.json"

@@ -80,14 +80,17 @@ def mge_selection_metric(comparison, list_len: int) -> str:
 
 def _load_cached(path: str, rows: set[str], need_validation_mge: bool) -> dict | None:
     """A seed's cached results if they hold every row (and, with ``need_validation_mge``, the
-    MG-E rows on the validation split); else None (the seed is evaluated again)."""
+    MG-E rows on the validation split, unless they were restored from a report); else None
+    (the seed is evaluated again)."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         cached = json.load(f)
     if not rows <= set(cached["rows"]):
         return None
-    if need_validation_mge and VALIDATION_MGE not in cached:
+    # Results restored from a report (comparison/restore.py) are final: their models are not
+    # here, and evaluating that seed again would mean training it again.
+    if need_validation_mge and VALIDATION_MGE not in cached and "restored_from" not in cached:
         return None
     return cached
 
