@@ -372,6 +372,7 @@ def test_a_one_seed_report_restores_that_seeds_results(smoke_comparison, tmp_pat
                 assert restored["rows"][row][metric] == pytest.approx(value, rel=1e-6), row
     assert restored["stages"] == original["stages"]
     assert restored["split"] == "test" and "validation_mge" not in restored
+    assert "mge_selected" not in restored["rows"]  # derived from validation results, not kept
     # A rerun that chooses MG-E's k on validation evaluates a seed without that evaluation
     # again, but not a restored one (its models are elsewhere): it stays cached.
     from goalrank_jax.comparison import compare

@@ -20,9 +20,6 @@ import sys
 
 from absl import app, flags
 
-_REPORT = flags.DEFINE_string("report", None, "A one-seed comparison.json.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The comparison workdir to write the seed into.")
-
 RESULTS_FILE = "results.json"  # as goalrank_jax.comparison.compare
 
 
@@ -34,9 +31,11 @@ def seed_results(report: dict) -> tuple[int, dict]:
             f"the report has seeds {seeds}: only a one-seed report holds a seed's own values"
         )
     seed = int(seeds[0])
+    # mge_selected is derived by the report from validation results a report does not keep.
     rows = {
         row: {metric: stat["mean"] for metric, stat in metrics.items()}
         for row, metrics in report["summary"].items()
+        if row != "mge_selected"
     }
     return seed, {
         "rows": rows,
@@ -65,10 +64,11 @@ def restore(report_path: str, workdir: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not _REPORT.value or not _WORKDIR.value:
+    report, workdir = flags.FLAGS.report, flags.FLAGS.workdir
+    if not report or not workdir:
         raise app.UsageError("--report and --workdir are required")
     try:
-        path = restore(_REPORT.value, _WORKDIR.value)
+        path = restore(report, workdir)
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -76,4 +76,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Defined only when run as a command: the library import must not claim --workdir, which
+    # goalrank_jax.main defines for every other command.
+    flags.DEFINE_string("report", None, "A one-seed comparison.json.")
+    flags.DEFINE_string("workdir", None, "The comparison workdir to write the seed into.")
     app.run(main)
