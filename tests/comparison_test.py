@@ -1,6 +1,7 @@
 """The comparison's baselines, MG-E pool, selection, aggregation and config checks; one smoke
 comparison end to end (every baseline trained, evaluated and reported; the rerun cached)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from goalrank_jax import configs, sampling
+from goalrank_jax import configs, sampling, stages
 from goalrank_jax.comparison import config as comparison_config
 from goalrank_jax.comparison import evaluation, report, training
 from goalrank_jax.models import baselines
@@ -206,6 +207,18 @@ def test_the_prefix_row_is_goalrank_with_the_prefix_generator():
     assert (runs["goalrank"].variant, runs["goalrank"].num_epochs) == ("", 0)
     with pytest.raises(ValueError, match="prefix_num_epochs must be >= 0"):
         comparison_config.from_config_dict(_comparison_values(prefix_num_epochs=-1))
+
+
+def test_the_prefix_row_takes_a_fraction_of_an_epoch():
+    # A CPU that cannot train the prefix generator for whole epochs gives it a fraction of one.
+    values = _comparison_values(methods=("goalrank", "goalrank_prefix"), prefix_num_epochs=0.25)
+    experiment, comparison = comparison_config.from_config_dict(values)
+    runs = {r.name: r for r in training.goalrank_runs(experiment, comparison)}
+    prefix = training.run_experiment(experiment, runs["goalrank_prefix"])
+    assert prefix.train.num_epochs == 0.25
+    train = dataclasses.replace(prefix.train, batch_size=32)
+    # ceil(0.25 x 1000 / 32) = ceil(7.8125) steps
+    assert stages.resolve_budget(train, 1000).num_steps == 8
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite comparison.md / .json / PNGs from the cached seeds."
 )
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = report.RESULTS_FILE
 # results.json's key of the MG-E rows evaluated on the validation split (to choose k).
 VALIDATION_MGE = "validation_mge"
 # Seconds of the stages shared by all seeds (data, simulator, shared reward model), summed over
@@ -119,12 +119,6 @@ def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, i
     return chosen
 
 
-def _write_json(path: str, value) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-
-
 def _add_shared_seconds(workdir: str, seconds: dict[str, float]) -> dict[str, float]:
     """Adds ``seconds`` to the totals kept in ``workdir`` and returns the new totals."""
     path = os.path.join(workdir, SHARED_SECONDS_FILE)
@@ -135,7 +129,7 @@ def _add_shared_seconds(workdir: str, seconds: dict[str, float]) -> dict[str, fl
     for stage, value in seconds.items():
         totals[stage] = totals.get(stage, 0.0) + value
     if seconds:
-        _write_json(path, totals)
+        report.write_json(path, totals)
     return totals
 
 
@@ -260,7 +254,7 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
         seconds["MG-E on validation"] = time.time() - start
     seconds["seed_total"] = time.time() - seed_start
     document["seconds"] = seconds
-    _write_json(os.path.join(seed_dir, RESULTS_FILE), document)
+    report.write_json(os.path.join(seed_dir, RESULTS_FILE), document)
     return document
 
 
@@ -268,7 +262,7 @@ def _start(experiment, comparison, workdir: str):
     """config.json, the persistent compilation cache and the dataset directory; returns the
     experiment with ``data.data_dir`` set."""
     os.makedirs(workdir, exist_ok=True)
-    _write_json(
+    report.write_json(
         os.path.join(workdir, "config.json"),
         {
             "experiment": dataclasses.asdict(experiment),
@@ -388,7 +382,7 @@ def _write_report(
     print_table = [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
     print_table += [(r, report.LABELS[r]) for r in report.GE]
     print_table += [(f"mge@{k}", f"MG-E k={k}") for k in comparison.mge_ks]
-    print_table += [("mge_selected", "MG-E, k chosen on validation")]
+    print_table += [(report.SELECTED_MGE, "MG-E, k chosen on validation")]
     print_table += [("goalrank", "GoalRank")]
     columns = report.metric_columns(document["summary"], experiment.data.list_len)
     log_fn(report.table(document["summary"], print_table, columns))

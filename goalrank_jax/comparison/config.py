@@ -53,8 +53,10 @@ class ComparisonConfig:
     # (the last state of a fixed budget).
     select_metric: str = ""
     # goalrank_prefix only: its budget in epochs (0 = the GoalRank generator's train.num_epochs),
-    # for a CPU where the prefix generator cannot train as long as the fast one.
-    prefix_num_epochs: int = 0
+    # for a CPU where the prefix generator cannot train as long as the fast one. A fraction of
+    # an epoch is allowed (e.g. 0.25); a budget shorter than the evaluation interval is still
+    # evaluated, and selected, at its last step.
+    prefix_num_epochs: float = 0.0
     # Another comparison's workdir: each seed copies from it the stages that never read the
     # reward model (dnn, prm, nar) instead of training them again, for a second
     # evaluator track (e.g. reward_model.kind=list_aware) over the same baselines. Its config

@@ -23,6 +23,9 @@ REFERENCES = reference_policies.NAMES
 MAIN_MGE_KS = (3, 20, 100)
 # The row of MG-E with k chosen on the validation split (per seed; comparison/compare.py).
 SELECTED_MGE = "mge_selected"
+# A seed's evaluated results in its directory ``<workdir>/seed_<s>/`` (comparison/compare.py
+# writes it, comparison/restore.py writes it back from a one-seed report).
+RESULTS_FILE = "results.json"
 ORDERING_INTRO = (
     "Checked on the mean `{metric}` (GoalRank > best MG-E > best G-E > best generator-only):"
 )
@@ -382,6 +385,11 @@ def _replace_file(path: str, write_fn) -> None:
     os.replace(tmp, path)
 
 
+def write_json(path: str, value) -> None:
+    """Writes ``value`` as indented, key-sorted JSON through a temporary file."""
+    _replace_file(path, lambda f: json.dump(value, f, indent=2, sort_keys=True))
+
+
 def write(
     output_dir: str,
     per_seed: dict[int, dict],
@@ -458,8 +466,5 @@ def write(
         "timings": timings,
         "training": records,
     }
-    _replace_file(
-        os.path.join(output_dir, "comparison.json"),
-        lambda f: json.dump(document, f, indent=2, sort_keys=True),
-    )
+    write_json(os.path.join(output_dir, "comparison.json"), document)
     return document

@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-RESULTS_FILE = "results.json"  # as goalrank_jax.comparison.compare
+from goalrank_jax.comparison import report as report_lib
 
 
 def seed_results(report: dict) -> tuple[int, dict]:
@@ -31,11 +31,11 @@ def seed_results(report: dict) -> tuple[int, dict]:
             f"the report has seeds {seeds}: only a one-seed report holds a seed's own values"
         )
     seed = int(seeds[0])
-    # mge_selected is derived by the report from validation results a report does not keep.
+    # The selected MG-E row is derived from validation results a report does not keep.
     rows = {
         row: {metric: stat["mean"] for metric, stat in metrics.items()}
         for row, metrics in report["summary"].items()
-        if row != "mge_selected"
+        if row != report_lib.SELECTED_MGE
     }
     return seed, {
         "rows": rows,
@@ -50,14 +50,12 @@ def restore(report_path: str, workdir: str) -> str:
     with open(report_path) as f:
         report = json.load(f)
     seed, results = seed_results(report)
-    path = os.path.join(workdir, f"seed_{seed}", RESULTS_FILE)
+    path = os.path.join(workdir, f"seed_{seed}", report_lib.RESULTS_FILE)
     if os.path.exists(path):
         raise ValueError(f"{path} exists already: seed {seed} has results in {workdir}")
     results["restored_from"] = report_path
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    report_lib.write_json(path, results)
     return path
 
 
