@@ -274,8 +274,8 @@ def generator_stage(
 
 
 def stage_records(context: stages.StageContext, trained: list[stages.Stage]) -> dict:
-    """``stages/<name>/{steps,epochs,stopped_early,selected_step}`` of finished stages, each
-    also logged as one line."""
+    """``stages/<name>/{steps,epochs,stopped_early,selected_step,train_seconds}`` of finished
+    stages, each also logged as one line."""
     out = {}
     for stage in trained:
         record = stages.record(context, stage)
@@ -292,6 +292,8 @@ def stage_records(context: stages.StageContext, trained: list[stages.Stage]) -> 
         out[prefix + "stopped_early"] = float(record["stopped_early"])
         if selected is not None:
             out[prefix + "selected_step"] = float(selected)
+        if record.get("train_seconds") is not None:
+            out[prefix + "train_seconds"] = float(record["train_seconds"])
     return out
 
 

@@ -47,13 +47,17 @@ def restore_stage(*, name: str, workdir: str, state: Any, stage_config, log_fn=p
 
 def stage_record(name: str, workdir: str, stage_config) -> dict:
     """How far a stage trained, from its checkpoints: ``steps`` (latest checkpoint),
-    ``stopped_early``, and under model selection ``selected_step`` and ``selected_value``."""
+    ``stopped_early``, ``train_seconds`` (wall seconds of training up to that checkpoint, summed
+    over the invocations that ran it; None if unknown), and under model selection
+    ``selected_step`` and ``selected_value``."""
     ckpt, best_ckpt = checkpointers(name, workdir, stage_config)
     try:
         latest = ckpt.latest_step()
+        data = ckpt.read_data(latest) if latest else {}
         record = {
             "steps": int(latest or 0),
-            "stopped_early": bool(latest and ckpt.read_data(latest).get("stopped_early")),
+            "stopped_early": bool(data.get("stopped_early")),
+            "train_seconds": data.get("train_seconds"),
         }
         if best_ckpt is not None and best_ckpt.latest_step() is not None:
             best = best_ckpt.latest_step()

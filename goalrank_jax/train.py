@@ -179,6 +179,11 @@ class _StageLoop:
         self.ckpt, self.best_ckpt = selection.checkpointers(name, workdir, stage_config)
         self.iterator = pipeline.train_iterator(dataset)
         self.start_step, self.skipped_total = 0, 0
+        # Wall seconds the stage trained in earlier invocations (from its latest checkpoint;
+        # None when that checkpoint predates the field, so the total is unknown) and the time
+        # this invocation's training began: each checkpoint stores their running total.
+        self.seconds_before: float | None = 0.0
+        self.run_start = time.time()
         self.nonfinite = _NonFiniteSteps(stage_config.max_nonfinite_steps)
         self.limit_field = f"{config_path or name}.max_nonfinite_steps"
         self.pending: list[dict] = []
@@ -203,6 +208,7 @@ class _StageLoop:
         self.skipped_total = int(data_state.get("skipped_total", 0))
         self.since_best = int(data_state.get("since_best", 0))
         self.best_value = data_state.get("best_value")
+        self.seconds_before = data_state.get("train_seconds")
         self.start_step = int(latest)
         if data_state.get("stopped_early"):
             self.log_fn(
@@ -228,7 +234,7 @@ class _StageLoop:
         with _sigterm_requests() as stop_requested:
             try:
                 self.log_fn(f"[{name}] training steps {self.start_step + 1}..{num_steps}")
-                self.window_start = time.time()
+                self.window_start = self.run_start = time.time()
                 done = self.start_step
                 for step in range(self.start_step, num_steps):
                     batch = sharding.put_local_batch(next(self.iterator), mesh)
@@ -356,6 +362,11 @@ class _StageLoop:
                 "best_value": self.best_value,
                 "stopped_early": self.stopped_early,
                 "num_steps": self.config.num_steps,
+                "train_seconds": (
+                    None
+                    if self.seconds_before is None
+                    else self.seconds_before + time.time() - self.run_start
+                ),
             }
             self.ckpt.save(done, state, data_state)
 

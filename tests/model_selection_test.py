@@ -4,6 +4,7 @@ scripted metric sequence, across a resume."""
 
 import dataclasses
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
@@ -98,12 +99,14 @@ def test_early_stopping_stops_after_patience_evaluations_and_selects_the_best(tm
     assert any("early stop at step 5/7" in line for line in logs)
     config = configs.StageConfig(num_steps=7, select_metric="validation/score", patience=3)
     record = selection.stage_record("toy", str(tmp_path), config)
+    seconds = record.pop("train_seconds")
     assert record == {
         "steps": 5,
         "stopped_early": True,
         "selected_step": 2,
         "selected_value": 0.3,
     }
+    assert seconds > 0
     # A rerun restores the stopped stage instead of training on to step 7.
     again, logs = run_toy(
         tmp_path, "validation/score", num_steps=7, patience=3, score=SCRIPTED.__getitem__
@@ -156,3 +159,22 @@ def test_early_stopping_after_a_kill_matches_the_uninterrupted_run(tmp_path):
     assert any("resuming from checkpoint at step 2" in line for line in logs)
     assert any("early stop at step 6/7" in line for line in logs)
     assert float(resumed.params["w"]) == float(uninterrupted.params["w"]) == 3.0
+
+
+def test_training_seconds_add_up_over_a_resume_and_survive_a_restore(tmp_path):
+    config = configs.StageConfig(num_steps=6)
+    start = time.time()
+    run_toy(tmp_path, "", num_steps=4)
+    first_wall = time.time() - start
+    first = selection.stage_record("toy", str(tmp_path), config)["train_seconds"]
+    assert 0 < first <= first_wall
+    start = time.time()
+    _, logs = run_toy(tmp_path, "", num_steps=6)  # resumes at step 4
+    second_wall = time.time() - start
+    assert any("resuming from checkpoint at step 4" in line for line in logs)
+    total = selection.stage_record("toy", str(tmp_path), config)["train_seconds"]
+    # The resumed invocation adds its own training to the first's, no more than its wall time.
+    assert first < total <= first + second_wall
+    _, logs = run_toy(tmp_path, "", num_steps=6)  # finished: restored, nothing trained
+    assert any("finished earlier" in line for line in logs)
+    assert selection.stage_record("toy", str(tmp_path), config)["train_seconds"] == total

@@ -184,8 +184,11 @@ class SeedTrainer:
         ``compare.select_metric``), replicated for the evaluation."""
         start = time.time()
         state = stages.train(self.context, stage)
-        self.seconds[stage.name] = time.time() - start
         self.records[stage.name] = stages.record(self.context, stage)
+        # A stage restored (or resumed) here trained, in part or whole, in an earlier
+        # invocation: its checkpoint keeps the seconds it trained in all of them.
+        trained = self.records[stage.name].get("train_seconds") or 0.0
+        self.seconds[stage.name] = max(time.time() - start, trained)
         return sharding.put_replicated(state.params, self.mesh)
 
     def selected(self, stage: stages.Stage, lists_fn) -> stages.Stage:
