@@ -48,7 +48,6 @@ _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite comparison.md / .json / PNGs from the cached seeds."
 )
 
-RESULTS_FILE = report.RESULTS_FILE
 # results.json's key of the MG-E rows evaluated on the validation split (to choose k).
 VALIDATION_MGE = "validation_mge"
 # Seconds of the stages shared by all seeds (data, simulator, shared reward model), summed over
@@ -232,7 +231,7 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     seconds = dict(models.train_seconds)
     # A seed evaluated again (its cache lacked rows) restored its stages: the seconds they took
     # to train are those of the earlier invocation, kept from its results.
-    seconds.update(_earlier_stage_seconds(os.path.join(seed_dir, RESULTS_FILE), seconds))
+    seconds.update(_earlier_stage_seconds(os.path.join(seed_dir, report.RESULTS_FILE), seconds))
     seconds["evaluation"] = time.time() - eval_start
     document = {"rows": results, "stages": models.train_records, "split": comparison.split}
     if selects_mge_on_validation(comparison):
@@ -254,7 +253,7 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
         seconds["MG-E on validation"] = time.time() - start
     seconds["seed_total"] = time.time() - seed_start
     document["seconds"] = seconds
-    report.write_json(os.path.join(seed_dir, RESULTS_FILE), document)
+    report.write_json(os.path.join(seed_dir, report.RESULTS_FILE), document)
     return document
 
 
@@ -298,7 +297,9 @@ def run_comparison(
     with jax.set_mesh(mesh):
         for index, seed in enumerate(comparison.seeds):
             seed_dir = os.path.join(workdir, f"seed_{seed}")
-            result = _load_cached(os.path.join(seed_dir, RESULTS_FILE), rows, need_validation)
+            result = _load_cached(
+                os.path.join(seed_dir, report.RESULTS_FILE), rows, need_validation
+            )
             if result is not None:
                 log_fn(f"[compare] seed {seed}: cached results in {seed_dir}")
             elif report_only:
