@@ -268,9 +268,11 @@ def _start(experiment, comparison, workdir: str):
             "compare": dataclasses.asdict(comparison),
         },
     )
-    # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA.
-    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA. A
+    # cache the caller chose (JAX_COMPILATION_CACHE_DIR) is kept.
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     return comparison_config.with_data_dir(experiment, workdir)
 
 
