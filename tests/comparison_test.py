@@ -405,6 +405,50 @@ def test_a_one_seed_report_restores_that_seeds_results(smoke_comparison, tmp_pat
         restore.restore(str(two), str(tmp_path / "other"))
 
 
+def test_the_last_seed_of_a_report_is_derived_from_the_others(tmp_path):
+    from goalrank_jax.comparison import report as report_lib
+    from goalrank_jax.comparison import restore
+
+    rng = np.random.default_rng(0)
+    per_seed = {
+        s: {row: {"N@6": float(rng.uniform()), "true_reward": float(rng.normal())} for row in "ab"}
+        for s in (1, 2, 3)
+    }
+    per_seed[2]["b"]["true_reward"] = float("nan")  # left out of that seed's mean
+
+    def report(seeds):
+        return {
+            "seeds": list(seeds),
+            "split": "test",
+            "summary": report_lib.summarize([per_seed[s] for s in seeds]),
+            "timings": {f"seed {s}": {"dnn": 10.0 * s} for s in seeds},
+            "training": {str(s): {"dnn": {"epochs": s}} for s in seeds},
+        }
+
+    paths = {}
+    for name, seeds in (("all", (1, 2, 3)), ("one", (1,)), ("three", (3,))):
+        paths[name] = str(tmp_path / f"{name}.json")
+        with open(paths[name], "w") as f:
+            json.dump(report(seeds), f)
+    path = restore.restore(paths["all"], str(tmp_path / "w"), (paths["one"], paths["three"]))
+    assert path == str(tmp_path / "w" / "seed_2" / "results.json")
+    with open(path) as f:
+        derived = json.load(f)
+    assert derived["rows"]["a"] == pytest.approx(per_seed[2]["a"], rel=1e-9)
+    assert derived["rows"]["b"] == pytest.approx({"N@6": per_seed[2]["b"]["N@6"]}, rel=1e-9)
+    assert derived["seconds"] == {"dnn": 20.0} and derived["stages"] == {"dnn": {"epochs": 2}}
+    assert derived["derived_with"] == [paths["one"], paths["three"]]
+    # Known reports that do not cover all seeds but one are refused, as is a known seed whose
+    # values are not the report's (the std over the seeds no longer matches).
+    with pytest.raises(ValueError, match="every seed of the report but one"):
+        restore.restore(paths["all"], str(tmp_path / "x"), (paths["one"],))
+    per_seed[3]["a"]["N@6"] += 0.01
+    with open(paths["three"], "w") as f:
+        json.dump(report((3,)), f)
+    with pytest.raises(ValueError, match="not of this comparison"):
+        restore.restore(paths["all"], str(tmp_path / "y"), (paths["one"], paths["three"]))
+
+
 def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
     workdir, _, _ = smoke_comparison
     with open(os.path.join(workdir, "shared_seconds.json")) as f:
