@@ -28,11 +28,10 @@ import tempfile
 _OWNER = "GOALRANK_JAX_TEST_XLA_CACHE_OWNER"
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get(_OWNER):
-    if os.environ.get(_OWNER) != str(os.getpid()):
-        _cache_dir = tempfile.mkdtemp(prefix="goalrank_jax_test_xla_cache_")
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
-        os.environ[_OWNER] = str(os.getpid())
-        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    _cache_dir = tempfile.mkdtemp(prefix="goalrank_jax_test_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    os.environ[_OWNER] = str(os.getpid())
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (

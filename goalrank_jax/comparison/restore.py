@@ -33,6 +33,17 @@ from absl import app, flags
 from goalrank_jax.comparison import report as report_lib
 
 
+def _results_document(report: dict, seed: int, rows: dict) -> dict:
+    """The content of seed ``seed``'s results.json: its ``rows`` and what the report keeps of
+    that seed (seconds per stage, training records, the split)."""
+    return {
+        "rows": rows,
+        "seconds": report.get("timings", {}).get(f"seed {seed}", {}),
+        "stages": report.get("training", {}).get(str(seed), {}),
+        "split": report["split"],
+    }
+
+
 def seed_results(report: dict) -> tuple[int, dict]:
     """(seed, the content of its results.json) of a one-seed comparison report."""
     seeds = report.get("seeds", [])
@@ -47,12 +58,7 @@ def seed_results(report: dict) -> tuple[int, dict]:
         for row, metrics in report["summary"].items()
         if row != report_lib.SELECTED_MGE
     }
-    return seed, {
-        "rows": rows,
-        "seconds": report.get("timings", {}).get(f"seed {seed}", {}),
-        "stages": report.get("training", {}).get(str(seed), {}),
-        "split": report["split"],
-    }
+    return seed, _results_document(report, seed, rows)
 
 
 def remaining_seed_results(report: dict, known: list[dict]) -> tuple[int, dict]:
@@ -87,12 +93,7 @@ def remaining_seed_results(report: dict, known: list[dict]) -> tuple[int, dict]:
                     f"the report says {stat['std']}: the known reports are not of this comparison"
                 )
             rows.setdefault(row, {})[metric] = value
-    return seed, {
-        "rows": rows,
-        "seconds": report.get("timings", {}).get(f"seed {seed}", {}),
-        "stages": report.get("training", {}).get(str(seed), {}),
-        "split": report["split"],
-    }
+    return seed, _results_document(report, seed, rows)
 
 
 def restore(report_path: str, workdir: str, known_paths: tuple[str, ...] = ()) -> str:
