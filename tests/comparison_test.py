@@ -116,6 +116,57 @@ def test_summary_mean_and_sample_std():
     assert summary["b"]["m"] == {"mean": 3.0, "std": 0.0, "n": 1}
 
 
+def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at(tmp_path):
+    def results(scale):
+        rows = {"goalrank": {"N@6": 0.3 * scale}, "goalrank_K5": {"N@6": 0.2 * scale}}
+        return {**rows, "mge@1": {"N@6": 0.25 * scale}, "dnn": {"N@6": 0.1 * scale}}
+
+    def record(value):
+        return dict(
+            epochs=2.0,
+            steps=4,
+            num_steps=4,
+            stopped_early=False,
+            selected_step=3,
+            selected_value=value,
+        )
+
+    records = {
+        1: {"goalrank": record(0.31), "goalrank_K5": record(0.21), "dnn": record(0.11)},
+        2: {"goalrank": record(0.35), "goalrank_K5": record(float("nan"))},
+    }
+    document = report.write(
+        str(tmp_path),
+        {1: results(1.0), 2: results(1.1)},
+        dataset="synthetic",
+        split="test",
+        list_len=6,
+        ks=(1,),
+        group_sizes=(5,),
+        aliases={"goalrank_K8": "goalrank"},
+        defaults={},
+        command="cmd",
+        timings={},
+        records=records,
+        select_metric="N@6",
+    )
+    rows = document["validation_selected"]["rows"]
+    assert document["validation_selected"]["metric"] == "N@6"
+    assert rows["goalrank"]["mean"] == pytest.approx(0.33)
+    assert rows["goalrank"]["std"] == pytest.approx(np.std([0.31, 0.35], ddof=1))
+    assert rows["goalrank_K8"] == rows["goalrank"]  # the default run under the sweep's name
+    assert rows["goalrank_K5"] == {"mean": pytest.approx(0.21), "std": 0.0, "n": 1}  # NaN left out
+    text = (tmp_path / "comparison.md").read_text()
+    sweep = text.split("## GoalRank vs group size K")[1].split("##")[0]
+    assert "| method | validation N@6 (selected) | N@6 |" in sweep
+    assert (
+        f"| K = 5 | 0.2100 ± 0.0000 | {0.2 * 1.05:.4f} ± {np.std([0.2, 0.22], ddof=1):.4f} |"
+        in sweep
+    )
+    mge = text.split("## MG-E as the number of generators k grows")[1].split("##")[0]
+    assert "validation" not in mge  # MG-E's pool members are selected each on their own
+
+
 def test_ordering_names_the_best_of_each_family():
     def row(v):
         return {"true_reward": {"mean": v, "std": 0.0, "n": 3}}

@@ -381,6 +381,7 @@ def _write_report(
         timings=timings,
         records=records,
         mge_selection=selection,
+        select_metric=comparison.select_metric,
     )
     print_table = [(r, report.LABELS.get(r, r)) for r in ("dnn", "prm", "supervised_ar")]
     print_table += [(r, report.LABELS[r]) for r in report.GE]

@@ -294,6 +294,39 @@ def picture_sections(summary, ks, group_sizes) -> list[tuple[str, str, str, list
     ]
 
 
+def validation_summary(
+    records: dict[str, dict[str, dict]], aliases: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """{stage: {mean, std, n}} of the validation value each stage was selected at
+    (``selected_value`` of its training record) over the seeds that have one; an alias row
+    (the default run under an ablation's name) gets its run's."""
+    values: dict[str, list[float]] = {}
+    for stages in records.values():
+        for stage, record in stages.items():
+            value = record.get("selected_value")
+            if value is not None and math.isfinite(float(value)):
+                values.setdefault(stage, []).append(float(value))
+    for alias, row in aliases.items():
+        if alias not in values and row in values:
+            values[alias] = values[row]
+    return {
+        stage: {
+            "mean": float(np.mean(v)),
+            "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+            "n": len(v),
+        }
+        for stage, v in values.items()
+    }
+
+
+def with_validation(summary, validation, column: str) -> dict:
+    """``summary`` with each row's validation statistic added as the metric ``column``."""
+    return {
+        row: ({**metrics, column: validation[row]} if row in validation else metrics)
+        for row, metrics in summary.items()
+    }
+
+
 def section(heading: str, picture: str, alt: str, body: str) -> list[str]:
     """Markdown lines of one section: heading, picture, table."""
     return [f"## {heading}", "", f"![{alt}]({picture})", "", body, ""]
@@ -405,12 +438,16 @@ def write(
     timings: dict[int, dict[str, float]],
     records: dict[int, dict[str, dict]] | None = None,
     mge_selection: dict | None = None,
+    select_metric: str = "",
 ) -> dict:
     """Writes comparison.md, comparison.json and the plots; returns the JSON document.
     ``records``: seed -> stage -> how far it trained (``stages.record``). ``mge_selection``:
     {"metric", "k": {seed: k}} when every seed's results hold the row ``mge_selected`` (MG-E
     with k chosen on validation): the ordering's best MG-E is then that row; without it, the
-    best k on the compared split itself (an optimistic bound, said so in the report)."""
+    best k on the compared split itself (an optimistic bound, said so in the report).
+    ``select_metric``: the validation metric the rankers were selected on; the ablation tables
+    then lead with its value at the selected step, mean ± std over seeds (the column defaults
+    are chosen by)."""
     records = {str(k): v for k, v in (records or {}).items()}
     seeds = sorted(per_seed)
     results = [dict(per_seed[s]) for s in seeds]
@@ -442,9 +479,18 @@ def write(
             "(these cached results hold no MG-E evaluation on the validation split).",
             "",
         ]
+    validation = validation_summary(records, aliases)
+    val_column = f"validation {select_metric} (selected)"
     for picture, heading, alt, rows in picture_sections(summary, ks, group_sizes):
-        if picture in pictures:  # (mge_vs_k.png always is)
-            lines += section(heading, picture, alt, table(summary, rows, columns))
+        if picture not in pictures:  # (mge_vs_k.png always is)
+            continue
+        if picture != "mge_vs_k.png" and select_metric and any(r in validation for r, _ in rows):
+            body = table(
+                with_validation(summary, validation, val_column), rows, [val_column, *columns]
+            )
+        else:
+            body = table(summary, rows, columns)
+        lines += section(heading, picture, alt, body)
     lines += training_lines(records)
     lines += timing_lines(timings)
     _replace_file(os.path.join(output_dir, "comparison.md"), lambda f: f.write("\n".join(lines)))
@@ -465,6 +511,7 @@ def write(
         "plots": pictures,
         "timings": timings,
         "training": records,
+        "validation_selected": {"metric": select_metric, "rows": validation},
     }
     write_json(os.path.join(output_dir, "comparison.json"), document)
     return document
