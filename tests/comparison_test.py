@@ -167,6 +167,37 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
     assert "validation" not in mge  # MG-E's pool members are selected each on their own
 
 
+def test_real_data_orders_on_logged_labels_and_the_simulator_only_as_a_secondary(tmp_path):
+    def row(ndcg, sim):
+        return {"N@6": ndcg, "H@6": ndcg + 0.05, "sim_reward": sim}
+
+    # The simulator prefers DNN; the logged labels prefer GoalRank.
+    results = {"goalrank": row(0.30, 1.0), "mge@1": row(0.25, 1.5), "dnn": row(0.20, 2.0)}
+    document = report.write(
+        str(tmp_path),
+        {1: results},
+        dataset="ml100k",
+        split="test",
+        list_len=6,
+        ks=(1,),
+        group_sizes=(),
+        aliases={},
+        defaults={},
+        command="cmd",
+        timings={},
+    )
+    assert document["primary_metric"] == "N@6"
+    assert document["ordering"]["checks"][0]["holds"]  # GoalRank > MG-E on N@6
+    assert [o["metric"] for o in document["ordering_other_metrics"]] == ["sim_reward"]
+    assert not document["ordering_other_metrics"][0]["checks"][0]["holds"]
+    text = (tmp_path / "comparison.md").read_text()
+    assert "Primary list-quality metric: `N@6`" in text
+    assert (
+        "Checked on the mean `sim_reward` (the held-out simulator: secondary, not used for a "
+        "conclusion):" in text
+    )
+
+
 def test_ordering_names_the_best_of_each_family():
     def row(v):
         return {"true_reward": {"mean": v, "std": 0.0, "n": 3}}
