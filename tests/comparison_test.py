@@ -135,9 +135,10 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
         1: {"goalrank": record(0.31), "goalrank_K5": record(0.21), "dnn": record(0.11)},
         2: {"goalrank": record(0.35), "goalrank_K5": record(float("nan"))},
     }
+    one_seed_only = {**results(1.0), "goalrank_prob": {"N@6": 0.15}}
     document = report.write(
         str(tmp_path),
-        {1: results(1.0), 2: results(1.1)},
+        {1: one_seed_only, 2: results(1.1)},
         dataset="synthetic",
         split="test",
         list_len=6,
@@ -163,6 +164,9 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
         f"| K = 5 | 0.2100 ± 0.0000 | {0.2 * 1.05:.4f} ± {np.std([0.2, 0.22], ddof=1):.4f} |"
         in sweep
     )
+    loss_form = text.split("## Loss form and loss weights")[1].split("##")[0]
+    assert "| prob CE (ablation) (seeds: 1 of 2) | n/a | 0.1500 ± 0.0000 |" in loss_form
+    assert "(default) |" in loss_form  # measured in both seeds: no count in its label
     mge = text.split("## MG-E as the number of generators k grows")[1].split("##")[0]
     assert "validation" not in mge  # MG-E's pool members are selected each on their own
 

@@ -116,13 +116,19 @@ def _cell(stat) -> str:
     return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
 
 
-def table(summary, rows: Sequence[tuple[str, str]], columns: Sequence[str]) -> str:
-    """Markdown table of mean ± std; ``rows`` = [(row key, label)], missing rows skipped."""
+def table(
+    summary, rows: Sequence[tuple[str, str]], columns: Sequence[str], num_seeds: int = 0
+) -> str:
+    """Markdown table of mean ± std; ``rows`` = [(row key, label)], missing rows skipped. With
+    ``num_seeds``, a row measured in fewer seeds says in how many (its std covers only those)."""
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for key, label in rows:
         if key not in summary:
             continue
         cells = [_cell(summary[key].get(c)) for c in columns]
+        seen = max((summary[key][c]["n"] for c in columns if c in summary[key]), default=0)
+        if 0 < seen < num_seeds:
+            label = f"{label} (seeds: {seen} of {num_seeds})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -225,9 +231,10 @@ def _bar_plot(plt, summary, metrics, bars) -> object:
         ax.bar(range(len(bars)), values[:, 0], yerr=values[:, 1], capsize=4, color="C0")
         ax.set_xticks(range(len(bars)), [label for _, label in bars], fontsize=8, rotation=15)
         ax.set_ylabel(m)
-        low = np.nanmin(values[:, 0] - values[:, 1])
-        high = np.nanmax(values[:, 0] + values[:, 1])
-        ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+        spans = values[:, 0:1] + np.array([-1.0, 1.0]) * values[:, 1:2]
+        if np.isfinite(spans).any():  # (a metric no row of the panel has: empty panel)
+            low, high = np.nanmin(spans[:, 0]), np.nanmax(spans[:, 1])
+            ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
         ax.grid(alpha=0.3, axis="y")
     return fig
 
@@ -500,7 +507,7 @@ def write(
 
     lines = header_lines(dataset, command, seeds, split, metric, defaults)
     rows = main_rows(summary, ks, mge_rows, metric, mge_selection if selected else None)
-    lines += [table(summary, rows, columns), ""]
+    lines += [table(summary, rows, columns, len(seeds)), ""]
     lines += ordering_lines(metric, [checks] + other_checks) + [""]
     if selected:
         lines += [f"The best MG-E is MG-E with k chosen on `{mge_selection['metric']}`.", ""]
@@ -517,10 +524,13 @@ def write(
             continue
         if picture != "mge_vs_k.png" and select_metric and any(r in validation for r, _ in rows):
             body = table(
-                with_validation(summary, validation, val_column), rows, [val_column, *columns]
+                with_validation(summary, validation, val_column),
+                rows,
+                [val_column, *columns],
+                len(seeds),
             )
         else:
-            body = table(summary, rows, columns)
+            body = table(summary, rows, columns, len(seeds))
         lines += section(heading, picture, alt, body)
     lines += training_lines(records)
     lines += timing_lines(timings)
