@@ -132,7 +132,11 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
         )
 
     records = {
-        1: {"goalrank": record(0.31), "goalrank_K5": record(0.21), "dnn": record(0.11)},
+        1: {
+            "goalrank": record(0.31),
+            "goalrank_K5": record(0.21),
+            "dnn": {**record(0.11), "selected_step": 4},  # its budget's last step
+        },
         2: {"goalrank": record(0.35), "goalrank_K5": record(float("nan"))},
     }
     one_seed_only = {**results(1.0), "goalrank_prob": {"N@6": 0.15}}
@@ -167,6 +171,9 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
     loss_form = text.split("## Loss form and loss weights")[1].split("##")[0]
     assert "| prob CE (ablation) (seeds: 1 of 2) | n/a | 0.1500 ± 0.0000 |" in loss_form
     assert "(default) |" in loss_form  # measured in both seeds: no count in its label
+    assert "| 1 | dnn | 2.00 | 4 / 4 | no | 4 | yes |" in text
+    assert "| 1 | goalrank | 2.00 | 4 / 4 | no | 3 | no |" in text
+    assert "1 of 5 stages were selected at the last step of their budget" in text
     mge = text.split("## MG-E as the number of generators k grows")[1].split("##")[0]
     assert "validation" not in mge  # MG-E's pool members are selected each on their own
 

@@ -401,29 +401,51 @@ def timing_lines(timings: dict[int, dict[str, float]]) -> list[str]:
     return lines + [""]
 
 
+def at_the_cap(record: dict) -> bool:
+    """Whether a stage used its whole budget and kept its last evaluated state: it may still
+    have been improving when the budget ended."""
+    selected = record.get("selected_step")
+    return (
+        not record["stopped_early"]
+        and record["steps"] >= record["num_steps"]
+        and selected is not None
+        and selected >= record["steps"]
+    )
+
+
 def training_lines(records: dict[int, dict[str, dict]]) -> list[str]:
-    """How far each method trained, per seed: epochs, steps of the budget, early stop and the
-    step selected on validation."""
+    """How far each method trained, per seed: epochs, steps of the budget, early stop, the
+    step selected on validation and whether that was the budget's last step."""
     if not any(records.values()):
         return []
     lines = [
         "## Training",
         "",
-        "Epochs of the train split each stage trained, its step budget, whether it stopped early",
-        "and the step selected on validation (`-` = the last state).",
+        "Epochs of the train split each stage trained, its step budget, whether it stopped early,",
+        "the step selected on validation (`-` = the last state) and whether the selected step is",
+        "the budget's last (`best at the cap`: the run may still have been improving).",
         "",
-        "| seed | stage | epochs | steps / budget | stopped early | selected step |",
-        "|---|---|---|---|---|---|",
+        "| seed | stage | epochs | steps / budget | stopped early | selected step "
+        "| best at the cap |",
+        "|---|---|---|---|---|---|---|",
     ]
+    capped = total = 0
     for seed, stages in records.items():
         for stage, r in stages.items():
             selected = r.get("selected_step")
             name = f"{stage} (copied from `{r['copied_from']}`)" if r.get("copied_from") else stage
+            capped += at_the_cap(r)
+            total += 1
             lines.append(
                 f"| {seed} | {name} | {r['epochs']:.2f} | {r['steps']} / {r['num_steps']} | "
                 f"{'yes' if r['stopped_early'] else 'no'} | "
-                f"{'-' if selected is None else selected} |"
+                f"{'-' if selected is None else selected} | {'yes' if at_the_cap(r) else 'no'} |"
             )
+    lines += [
+        "",
+        f"{capped} of {total} stages were selected at the last step of their budget"
+        + (": a larger budget may still improve them." if capped else "."),
+    ]
     return lines + [""]
 
 
