@@ -610,16 +610,46 @@ def test_reusing_baselines_trained_under_another_config_is_refused(smoke_compari
         "--config=experiments/compare.py:smoke",
         f"--workdir={tmp_path / 'other'}",
         "--config.compare.seeds=7",
-        "--config.train.batch_size=8",
+        "--config.generator.ff_dim=24",  # DNN and NAR take their width from the generator's
         f"--config.compare.reuse_baselines_from={source}",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert "experiment.train.batch_size: 16 there, 8 here" in done.stderr
+    assert "experiment.generator.ff_dim: 16 there, 24 here" in done.stderr
     assert not os.path.exists(tmp_path / "other" / "seed_7")
     missing = command[:-1] + [f"--config.compare.reuse_baselines_from={tmp_path / 'nowhere'}"]
     done = subprocess.run(missing, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "is not a comparison workdir" in done.stderr
+
+
+def test_baselines_are_reused_across_goalrank_settings_but_not_across_their_own(tmp_path):
+    from goalrank_jax.comparison import reuse
+
+    def write_source(values):
+        experiment, comparison = comparison_config.from_config_dict(values)
+        source = tmp_path / f"source_{len(list(tmp_path.iterdir()))}"
+        source.mkdir()
+        document = {
+            "experiment": dataclasses.asdict(experiment),
+            "compare": dataclasses.asdict(comparison),
+        }
+        (source / "config.json").write_text(json.dumps(document))
+        return str(source)
+
+    experiment, comparison = comparison_config.from_config_dict(_comparison_values())
+    other_goalrank = _comparison_values()
+    other_goalrank.train.patience += 3
+    other_goalrank.train.num_epochs += 10
+    other_goalrank.gro.reward_weight = 0.5
+    reuse.check_source(experiment, comparison, write_source(other_goalrank))  # no error
+    other_baseline = _comparison_values()
+    other_baseline.compare.baseline_train.batch_size *= 2
+    with pytest.raises(ValueError, match="compare.baseline_train.batch_size"):
+        reuse.check_source(experiment, comparison, write_source(other_baseline))
+    other_width = _comparison_values()
+    other_width.generator.embed_dim *= 2
+    with pytest.raises(ValueError, match="experiment.generator.embed_dim"):
+        reuse.check_source(experiment, comparison, write_source(other_width))
 
 
 def test_diagnose_measures_a_goalrank_run_of_the_comparison(smoke_comparison):

@@ -2,14 +2,15 @@
 
 DNN, PRM and the NAR generator learn from logged feedback only, so a comparison that changes
 nothing but the reward model (``reward_model.kind = list_aware`` beside a ``pointwise`` run, say)
-would train them again to the same parameters. (The supervised AR generator, w_R = 0, learns
-nothing from the evaluator either, but its train state carries the frozen reward model's
-parameters, so its checkpoints fit one evaluator only: it trains again.)
-With ``compare.reuse_baselines_from = OTHER_WORKDIR`` each seed copies those finished stages from
-``OTHER_WORKDIR/seed_<s>/`` instead, after checking that the other comparison's config equals
-this one in everything but the reward model. A copied stage is restored like any finished stage
-(an unfinished one resumes here); the report marks it as copied and gives the seconds it took
-where it was trained.
+or GoalRank's own settings (its budget, patience or GRO loss) would train them again to the same
+parameters. (The supervised AR generator, w_R = 0, learns nothing from the evaluator either, but
+its train state carries the frozen reward model's parameters, so its checkpoints fit one
+evaluator only: it trains again.) With ``compare.reuse_baselines_from = OTHER_WORKDIR`` each
+seed copies those finished stages from ``OTHER_WORKDIR/seed_<s>/`` instead, after checking that
+the other comparison's config equals this one in everything but the reward model and the
+generator stages' ``train`` and ``gro``. A copied stage is restored like any finished stage (an
+unfinished one resumes here); the report marks it as copied and gives the seconds it took where
+it was trained.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from goalrank_jax import stages
 # Stages whose training and checkpoints involve no reward model (comparison.training: scorer
 # and NAR stages on logged feedback).
 EVALUATOR_FREE = ("dnn", "prm", "nar")
-# Config fields that may differ between the two comparisons: the evaluator, and where the
-# dataset is cached (a path, not a setting).
-IGNORED = ("experiment.reward_model", "experiment.data.data_dir")
+# Config fields that may differ between the two comparisons: the evaluator, where the dataset is
+# cached (a path, not a setting), and the settings only the generator stages read (their
+# budget, patience and optimiser in ``train``, the GRO loss in ``gro``): the copied stages train
+# under ``compare.baseline_train``, so a second comparison may change GoalRank's budget or loss
+# and still reuse them. ``generator`` is compared: DNN and NAR take their width from it.
+IGNORED = (
+    "experiment.reward_model",
+    "experiment.data.data_dir",
+    "experiment.train",
+    "experiment.gro",
+)
 # Fields of the ``compare`` group the copied stages depend on.
 COMPARE_FIELDS = ("baseline_train", "select_metric")
 # Written into a copied stage's directory: where it came from and its training seconds there.
