@@ -333,25 +333,22 @@ def validation_summary(
     records: dict[str, dict[str, dict]], aliases: dict[str, str]
 ) -> dict[str, dict[str, float]]:
     """{stage: {mean, std, n}} of the validation value each stage was selected at
-    (``selected_value`` of its training record) over the seeds that have one; an alias row
-    (the default run under an ablation's name) gets its run's."""
-    values: dict[str, list[float]] = {}
-    for stages in records.values():
-        for stage, record in stages.items():
-            value = record.get("selected_value")
-            if value is not None and math.isfinite(float(value)):
-                values.setdefault(stage, []).append(float(value))
+    (``selected_value`` of its training record) over the seeds that have one (:func:`summarize`
+    over the seeds' records); an alias row (the default run under an ablation's name) gets its
+    run's."""
+    per_seed = [
+        {
+            stage: {"selected_value": record["selected_value"]}
+            for stage, record in stages.items()
+            if record.get("selected_value") is not None
+        }
+        for stages in records.values()
+    ]
+    values = {stage: m["selected_value"] for stage, m in summarize(per_seed).items()}
     for alias, row in aliases.items():
         if alias not in values and row in values:
             values[alias] = values[row]
-    return {
-        stage: {
-            "mean": float(np.mean(v)),
-            "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-            "n": len(v),
-        }
-        for stage, v in values.items()
-    }
+    return values
 
 
 def with_validation(summary, validation, column: str) -> dict:
@@ -434,12 +431,13 @@ def training_lines(records: dict[int, dict[str, dict]]) -> list[str]:
         for stage, r in stages.items():
             selected = r.get("selected_step")
             name = f"{stage} (copied from `{r['copied_from']}`)" if r.get("copied_from") else stage
-            capped += at_the_cap(r)
+            capped_here = at_the_cap(r)
+            capped += capped_here
             total += 1
             lines.append(
                 f"| {seed} | {name} | {r['epochs']:.2f} | {r['steps']} / {r['num_steps']} | "
                 f"{'yes' if r['stopped_early'] else 'no'} | "
-                f"{'-' if selected is None else selected} | {'yes' if at_the_cap(r) else 'no'} |"
+                f"{'-' if selected is None else selected} | {'yes' if capped_here else 'no'} |"
             )
     lines += [
         "",
