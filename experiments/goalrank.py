@@ -138,7 +138,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg.gro.supervised_form = "group_step_bce"
 
     # The generator trains to convergence: up to 20 epochs, evaluated on validation every epoch,
-    # the best validation N@L kept, stopped after 3 evaluations without a new best.
+    # the best validation N@L kept, stopped after 3 evaluations without a new best (real data:
+    # 40 and 6, below).
     cfg.train.num_epochs = 20
     cfg.train.eval_every_epochs = 1
     cfg.train.patience = 3
@@ -155,6 +156,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cfg.data.k_core = 20  # SPEC section 5: 20-core filtering.
         # Ratings >= 4 are positive; KuaiRand's is_click is already 0 / 1.
         cfg.data.label_threshold = 1.0 if dataset == "kuairand" else 4.0
+        # Real logs: up to 40 epochs, stopped after 6 evaluations without a new best. With 20 /
+        # 3, seven of the 33 ML-100K comparison stages were selected at the cap and seed 3's
+        # GoalRank stopped in a validation dip it climbs out of at epoch 13 (its validation
+        # curve, docs/results.md). The synthetic log keeps 20 / 3: none of its stages reached
+        # the cap. The schedule does not depend on the cap, so a run's first 20 epochs match.
+        cfg.train.num_epochs = 40
+        cfg.train.patience = 6
 
     if smoke:
         cfg.data.num_candidates = 12
