@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from goalrank_jax import configs, sampling, stages
+from goalrank_jax.comparison import compare, evaluation, report, training
 from goalrank_jax.comparison import config as comparison_config
-from goalrank_jax.comparison import evaluation, report, training
 from goalrank_jax.models import baselines
 from tests import step_fixtures
 
@@ -392,12 +392,24 @@ def test_every_ranker_is_selected_on_validation_and_its_training_reported(smoke_
         values = [row[key] for row in logged if key in row]
         assert len(values) == evaluations and all(0.0 <= v <= 1.0 for v in values)
     with open(os.path.join(workdir, "comparison.md")) as f:
-        assert "## Training" in f.read()
+        text = f.read()
+    assert "## Training" in text
+    # The smoke config trains GoalRank 6 steps and the baselines 4: the report says so.
+    assert "budget = 6 steps," in text and "DNN / PRM / NAR budget = 4 steps." in text
+
+
+def test_the_budget_names_its_cap_and_patience():
+    assert compare.budget_text(configs.StageConfig(num_epochs=40, patience=6)) == (
+        "40 epochs, patience 6"
+    )
+    assert compare.budget_text(configs.StageConfig(num_epochs=2.5)) == "2.5 epochs"
+    assert compare.budget_text(configs.StageConfig(num_steps=4)) == "4 steps"
 
 
 def test_rerun_is_served_from_the_cache(smoke_comparison):
     _, first, second = smoke_comparison
     assert "training steps" in first
+    assert "[compare] note: unequal budgets" in first
     assert "cached results" in second and "training steps" not in second
 
 

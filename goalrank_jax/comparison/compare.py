@@ -290,6 +290,12 @@ def run_comparison(
     experiment = _start(experiment, comparison, workdir)
     if comparison.reuse_baselines_from:
         reuse.check_source(experiment, comparison, comparison.reuse_baselines_from)
+    if budget_text(comparison.baseline_train) != budget_text(experiment.train):
+        log_fn(
+            "[compare] note: unequal budgets: the GoalRank runs and the supervised AR generator "
+            f"train up to {budget_text(experiment.train)} (train), DNN, PRM and NAR up to "
+            f"{budget_text(comparison.baseline_train)} (compare.baseline_train)"
+        )
     rows = expected_rows(experiment, comparison)
     # Old caches without MG-E on validation are evaluated again, except for a report-only run,
     # whose report then names its best MG-E as chosen on the test split.
@@ -344,6 +350,12 @@ def run_comparison(
     return document
 
 
+def budget_text(stage) -> str:
+    """A stage's training budget in words: its cap (epochs or steps) and early-stopping patience."""
+    cap = f"{stage.num_epochs:g} epochs" if stage.num_epochs else f"{stage.num_steps} steps"
+    return f"{cap}, patience {stage.patience}" if stage.patience else cap
+
+
 def _write_report(
     experiment, comparison, workdir, per_seed, command, timings, records, log_fn, selection
 ) -> dict:
@@ -367,15 +379,16 @@ def _write_report(
             "w_G": gro.supervised_weight,
             "loss": gro.loss_form,
             "groups": gro.group_construction,
-            "budget": (
-                f"{experiment.train.num_epochs:g} epochs"
-                if experiment.train.num_epochs
-                else f"{experiment.train.num_steps} steps"
-            ),
+            "budget": budget_text(experiment.train),
             "batch": experiment.train.batch_size,
             "selection": comparison.select_metric or "last state",
             "reward model": experiment.reward_model.kind,
             "G-E proposals": comparison.num_proposals,
+            **(
+                {}
+                if budget_text(comparison.baseline_train) == budget_text(experiment.train)
+                else {"DNN / PRM / NAR budget": budget_text(comparison.baseline_train)}
+            ),
         },
         command=command,
         timings=timings,
