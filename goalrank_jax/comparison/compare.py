@@ -290,11 +290,11 @@ def run_comparison(
     experiment = _start(experiment, comparison, workdir)
     if comparison.reuse_baselines_from:
         reuse.check_source(experiment, comparison, comparison.reuse_baselines_from)
-    if budget_text(comparison.baseline_train) != budget_text(experiment.train):
+    if baselines_budget := unequal_baseline_budget(experiment, comparison):
         log_fn(
             "[compare] note: unequal budgets: the GoalRank runs and the supervised AR generator "
             f"train up to {budget_text(experiment.train)} (train), DNN, PRM and NAR up to "
-            f"{budget_text(comparison.baseline_train)} (compare.baseline_train)"
+            f"{baselines_budget} (compare.baseline_train)"
         )
     rows = expected_rows(experiment, comparison)
     # Old caches without MG-E on validation are evaluated again, except for a report-only run,
@@ -356,6 +356,13 @@ def budget_text(stage) -> str:
     return f"{cap}, patience {stage.patience}" if stage.patience else cap
 
 
+def unequal_baseline_budget(experiment, comparison) -> str:
+    """The budget of DNN, PRM and NAR (``compare.baseline_train``) in words when it differs from
+    that of the generator stages (``train``), else ""."""
+    theirs = budget_text(comparison.baseline_train)
+    return "" if theirs == budget_text(experiment.train) else theirs
+
+
 def _write_report(
     experiment, comparison, workdir, per_seed, command, timings, records, log_fn, selection
 ) -> dict:
@@ -385,9 +392,9 @@ def _write_report(
             "reward model": experiment.reward_model.kind,
             "G-E proposals": comparison.num_proposals,
             **(
-                {}
-                if budget_text(comparison.baseline_train) == budget_text(experiment.train)
-                else {"DNN / PRM / NAR budget": budget_text(comparison.baseline_train)}
+                {"DNN / PRM / NAR budget": baselines_budget}
+                if (baselines_budget := unequal_baseline_budget(experiment, comparison))
+                else {}
             ),
         },
         command=command,
