@@ -340,7 +340,9 @@ class _StageLoop:
             f"[{self.name}] eval at step {done} ({time.time() - eval_start:.1f}s): "
             + " ".join(f"{k}={v:.4f}" for k, v in results.items())
         )
-        self.window_start = time.time()
+        # The window's rate counts training only: its steps before the evaluation keep their
+        # time, the evaluation's is left out.
+        self.window_start += time.time() - eval_start
 
     def _save(self, done: int, state, final: bool) -> None:
         """Checkpoints step ``done`` unless it is non-finite (the final step always is saved:

@@ -664,6 +664,36 @@ def test_baselines_are_reused_across_goalrank_settings_but_not_across_their_own(
         reuse.check_source(experiment, comparison, write_source(other_width))
 
 
+def test_diagnose_finds_runs_and_seeds_that_earlier_invocations_trained(tmp_path):
+    """config.json holds the last invocation only (here: seed 2, no ablations); the ablation
+    runs and seeds trained by earlier invocations into the same workdir stay diagnosable."""
+    from goalrank_jax import diagnose
+
+    values = _comparison_values(seeds=(2,), ablations=())
+    experiment, comparison = comparison_config.from_config_dict(values)
+    document = {
+        "experiment": dataclasses.asdict(experiment),
+        "compare": dataclasses.asdict(comparison),
+    }
+    (tmp_path / "config.json").write_text(json.dumps(document))
+    for stage in ("seed_2/goalrank", "seed_3/goalrank_wG0", "seed_3/goalrank_K16"):
+        (tmp_path / stage).mkdir(parents=True)
+    workdir = str(tmp_path)
+
+    layout = diagnose.run_layout(workdir, "goalrank_wG0", 3)
+    assert layout.generator_stage == "goalrank_wG0" and layout.config.seed == 3
+    assert layout.generator_dir == os.path.join(workdir, "seed_3")
+    assert layout.config.gro.supervised_weight == 0.0 and layout.config.gro.reward_weight == 1.0
+    layout = diagnose.run_layout(workdir, "goalrank_K16", 3)
+    assert layout.config.gro.group_size == 16  # not among compare.group_sizes of config.json
+    default_k = experiment.gro.group_size
+    assert diagnose.run_layout(workdir, f"goalrank_K{default_k}", 2).generator_stage == "goalrank"
+    with pytest.raises(ValueError, match="was not trained"):
+        diagnose.run_layout(workdir, "goalrank_prob", 3)
+    with pytest.raises(ValueError, match=r"is not a seed of .*\[2, 3\]"):
+        diagnose.run_layout(workdir, "goalrank", 4)
+
+
 def test_diagnose_measures_a_goalrank_run_of_the_comparison(smoke_comparison):
     from goalrank_jax import diagnose
 

@@ -178,3 +178,43 @@ def test_training_seconds_add_up_over_a_resume_and_survive_a_restore(tmp_path):
     _, logs = run_toy(tmp_path, "", num_steps=6)  # finished: restored, nothing trained
     assert any("finished earlier" in line for line in logs)
     assert selection.stage_record("toy", str(tmp_path), config)["train_seconds"] == total
+
+
+def test_progress_rate_leaves_out_the_evaluation_time(monkeypatch):
+    """A window of 2 steps of 1 s each with a 100 s evaluation between them logs 1 step/s
+    (the evaluation's time is not training; the steps before it keep theirs)."""
+    from goalrank_jax import train
+
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "time", lambda: clock[0])
+
+    class Writer:
+        def __init__(self):
+            self.rows = []
+
+        def write(self, step, values):
+            self.rows.append((step, dict(values)))
+
+    def slow_eval(state):
+        clock[0] += 100.0
+        return {"validation/score": 0.0}
+
+    loop = object.__new__(train._StageLoop)
+    loop.name, loop.select, loop.skipped_total = "toy", "", 0
+    loop.config = configs.StageConfig(num_steps=10, batch_size=4)
+    loop.writer, loop.eval_fn = Writer(), slow_eval
+    logs = []
+    loop.log_fn = logs.append
+    loop.window_start, loop.window_steps, loop.window = clock[0], 0, []
+    clock[0] += 1.0  # step 1
+    loop.window_steps += 1
+    loop.window.append({"loss": 1.0})
+    loop._evaluate(1, state=None)
+    clock[0] += 1.0  # step 2
+    loop.window_steps += 1
+    loop.window.append({"loss": 0.5})
+    loop._log(2)
+    step, values = loop.writer.rows[-1]
+    assert step == 2 and values["toy/steps_per_second"] == pytest.approx(1.0)
+    assert values["toy/requests_per_second"] == pytest.approx(4.0)
+    assert "1.00 steps/s 4 req/s eta 0m08s" in logs[-1]

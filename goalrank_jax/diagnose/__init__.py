@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import jax
@@ -107,15 +108,41 @@ def run_layout(workdir: str, run_name: str = "", comparison_seed: int = 0) -> Ru
     # A comparison's config.json holds {"experiment": ..., "compare": ...}.
     values = {**values["experiment"], "compare": values["compare"]}
     experiment, comparison = comparison_config.from_config_dict(values, jax.device_count())
-    runs = {r.name: r for r in training.goalrank_runs(experiment, comparison)}
+    # config.json holds the last invocation's seeds and ablations; a workdir that earlier
+    # invocations filled (e.g. one seed's loss-form ablations, then another seed's group sizes)
+    # holds more. Every run a comparison of this experiment can train is a candidate, and the
+    # seed directories on disk are the seeds.
+    sizes = set(comparison.group_sizes)
+    if (match := re.fullmatch(r"goalrank_K(\d+)", run_name or "")) and int(match[1]) >= 2:
+        sizes.add(int(match[1]))
+    every_run = dataclasses.replace(
+        comparison,
+        ablations=comparison_config.ABLATIONS,
+        group_sizes=tuple(sorted(sizes)),
+        methods=tuple(dict.fromkeys(comparison.methods + comparison_config.OPTIONAL_METHODS)),
+    )
+    runs = {r.name: r for r in training.goalrank_runs(experiment, every_run)}
+    # e.g. goalrank_K8 where K = 8 is the default: the comparison trained it as goalrank.
+    run_name = training.same_run_aliases(experiment, every_run).get(run_name, run_name)
     if run_name not in runs:
         raise ValueError(
             f"{workdir} is a comparison: --run must name one of its GoalRank runs "
-            f"{sorted(runs)}, got {run_name!r}."
+            f"{sorted(runs)} (or goalrank_K<k>), got {run_name!r}."
         )
+    on_disk = sorted(
+        int(m[1])
+        for name in os.listdir(workdir)
+        if (m := re.fullmatch(r"seed_(\d+)", name)) and os.path.isdir(os.path.join(workdir, name))
+    )
     seed = comparison_seed or comparison.seeds[0]
-    if seed not in comparison.seeds:
-        raise ValueError(f"--comparison_seed={seed} is not a seed of {workdir}: {comparison.seeds}")
+    if seed not in on_disk:
+        raise ValueError(f"--comparison_seed={seed} is not a seed of {workdir}: {on_disk}")
+    if not os.path.isdir(os.path.join(workdir, f"seed_{seed}", run_name)):
+        raise ValueError(
+            f"GoalRank run {run_name!r} of seed {seed} was not trained in {workdir}: "
+            f"no directory seed_{seed}/{run_name}; run the comparison with the ablation that "
+            "trains it (--config.compare.ablations=...)."
+        )
     # As comparison.compare and comparison.training build the run (dataset, seed, settings).
     experiment = comparison_config.with_data_dir(experiment, workdir)
     config = training.run_experiment(dataclasses.replace(experiment, seed=seed), runs[run_name])
