@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import jax
 
-from goalrank_jax import configs, policies, sharding, stages
+from goalrank_jax import config_check, configs, policies, sharding, stages
 from goalrank_jax import evaluate as evaluate_lib
 from goalrank_jax import train_step as ts
 from goalrank_jax.data import pipeline
@@ -92,8 +92,17 @@ def train_and_evaluate(
     mesh = sharding.mesh_from_config(config.mesh)
     log_fn(f"[mesh] {dict(mesh.shape)} over {jax.process_count()} process(es)")
     os.makedirs(workdir, exist_ok=True)
+    # A workdir started under another config would restore stages trained under it: refused
+    # (every process checks, before the chief writes the new config).
+    config_path = os.path.join(workdir, "config.json")
+    config_check.check_saved(
+        config_path,
+        config_check.config_json(config),
+        config_check.RUN_IGNORED,
+        what=f"workdir {workdir}",
+    )
     if sharding.process_is_chief():
-        _write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config), indent=2)
+        _write_json(config_path, dataclasses.asdict(config), indent=2)
     writer = MetricWriter(workdir)
     dataset = prepare_data(config, workdir, log_fn)
     context = stage_context(config, dataset, workdir, mesh, writer, log_fn)

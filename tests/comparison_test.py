@@ -314,17 +314,25 @@ def test_the_prefix_row_takes_a_fraction_of_an_epoch():
     assert stages.resolve_budget(train, 1000).num_steps == 8
 
 
+def _smoke_command(workdir, *flags, config="experiments/compare.py:smoke") -> list[str]:
+    """The comparison command on the smoke config, seed 7 only, with ``flags``."""
+    return [
+        sys.executable,
+        "-m",
+        "goalrank_jax.comparison",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        "--config.compare.seeds=7",
+        *flags,
+    ]
+
+
 @pytest.fixture(scope="module")
 def smoke_comparison(tmp_path_factory):
     """Every method of the comparison on the smoke config, one seed, one ablation family."""
     workdir = str(tmp_path_factory.mktemp("compare"))
-    command = [
-        sys.executable,
-        "-m",
-        "goalrank_jax.comparison",
-        "--config=experiments/compare.py:smoke",
-        f"--workdir={workdir}",
-        "--config.compare.seeds=7",
+    command = _smoke_command(
+        workdir,
         "--config.compare.ablations=group_size",
         "--config.compare.methods=" + ",".join(comparison_config.METHODS + ("goalrank_prefix",)),
         "--config.compare.group_sizes=3",  # the 2 auxiliary lists of K = 3 and one sampled
@@ -332,7 +340,7 @@ def smoke_comparison(tmp_path_factory):
         "--config.compare.select_metric=N@3",
         "--config.compare.baseline_train.eval_every=2",
         "--config.train.eval_every=2",
-    ]
+    )
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -413,6 +421,22 @@ def test_rerun_is_served_from_the_cache(smoke_comparison):
     assert "cached results" in second and "training steps" not in second
 
 
+def test_a_rerun_under_another_goalrank_config_is_refused(smoke_comparison):
+    """The workdir's stages were trained under its config.json: a rerun that changes what they
+    depend on stops before restoring any of them under the new settings."""
+    workdir, _, _ = smoke_comparison
+    before = open(os.path.join(workdir, "config.json")).read()
+    command = _smoke_command(
+        workdir,
+        "--config.gro.reward_weight=0.5",
+        "--report_only",
+    )
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "experiment.gro.reward_weight:" in done.stderr and "there, 0.5 here" in done.stderr
+    assert open(os.path.join(workdir, "config.json")).read() == before
+
+
 def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
     workdir, _, _ = smoke_comparison
     with open(os.path.join(workdir, "seed_7", "results.json")) as f:
@@ -441,18 +465,13 @@ def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
     del results["validation_mge"]
     with open(os.path.join(old, "seed_7", "results.json"), "w") as f:
         json.dump(results, f)
-    command = [
-        sys.executable,
-        "-m",
-        "goalrank_jax.comparison",
-        "--config=experiments/compare.py:smoke",
-        f"--workdir={old}",
-        "--config.compare.seeds=7",
+    command = _smoke_command(
+        old,
         "--config.compare.ablations=group_size",
         "--config.compare.methods=" + ",".join(comparison_config.METHODS + ("goalrank_prefix",)),
         "--config.compare.group_sizes=3",
         "--report_only",
-    ]
+    )
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(old, "comparison.json")) as f:
@@ -570,13 +589,8 @@ def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
 def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_comparison, tmp_path):
     source, _, _ = smoke_comparison
     workdir = str(tmp_path / "list_aware")
-    command = [
-        sys.executable,
-        "-m",
-        "goalrank_jax.comparison",
-        "--config=experiments/compare.py:smoke,evaluator=list_aware",
-        f"--workdir={workdir}",
-        "--config.compare.seeds=7",
+    command = _smoke_command(
+        workdir,
         "--config.compare.ablations=",
         # DNN and PRM come from the source; the PIER-style G-E picks with the new evaluator.
         "--config.compare.methods=dnn,prm,pier_ge",
@@ -584,7 +598,8 @@ def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_compari
         "--config.compare.baseline_train.eval_every=2",
         "--config.train.eval_every=2",
         f"--config.compare.reuse_baselines_from={source}",
-    ]
+        config="experiments/compare.py:smoke,evaluator=list_aware",
+    )
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
@@ -615,16 +630,11 @@ def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_compari
 
 def test_reusing_baselines_trained_under_another_config_is_refused(smoke_comparison, tmp_path):
     source, _, _ = smoke_comparison
-    command = [
-        sys.executable,
-        "-m",
-        "goalrank_jax.comparison",
-        "--config=experiments/compare.py:smoke",
-        f"--workdir={tmp_path / 'other'}",
-        "--config.compare.seeds=7",
+    command = _smoke_command(
+        tmp_path / "other",
         "--config.generator.ff_dim=24",  # DNN and NAR take their width from the generator's
         f"--config.compare.reuse_baselines_from={source}",
-    ]
+    )
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "experiment.generator.ff_dim: 16 there, 24 here" in done.stderr

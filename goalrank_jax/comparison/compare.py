@@ -31,8 +31,8 @@ from typing import Any
 import jax
 from absl import app, flags, logging
 
+from goalrank_jax import config_check, run, sharding, stages
 from goalrank_jax import main as main_lib
-from goalrank_jax import run, sharding, stages
 from goalrank_jax.checkpointing import CheckpointError
 from goalrank_jax.comparison import config as comparison_config
 from goalrank_jax.comparison import evaluation, report, reuse, training
@@ -50,6 +50,27 @@ _REPORT_ONLY = flags.DEFINE_bool(
 
 # results.json's key of the MG-E rows evaluated on the validation split (to choose k).
 VALIDATION_MGE = "validation_mge"
+# results.json's key of the settings the seed was evaluated under (evaluation_settings).
+EVALUATED_WITH = "evaluated_with"
+# Fields of config.json a later invocation in the same workdir may change: those no trained
+# model depends on, and the compare fields that choose what is run and how it is evaluated (a
+# seed's cached results are evaluated again when its evaluation settings changed; see
+# evaluation_settings). Every other field must equal the saved one (config_check.check_saved).
+WORKDIR_IGNORED = tuple(
+    p if p.startswith("*") else f"experiment.{p}" for p in config_check.RUN_IGNORED
+) + tuple(
+    f"compare.{name}"
+    for name in (
+        "seeds",
+        "methods",
+        "ablations",
+        "group_sizes",
+        "mge_ks",
+        "num_proposals",
+        "split",
+        "reuse_baselines_from",
+    )
+)
 # Seconds of the stages shared by all seeds (data, simulator, shared reward model), summed over
 # the invocations that ran them, so a resumed or report-only run still reports them.
 SHARED_SECONDS_FILE = "shared_seconds.json"
@@ -77,16 +98,34 @@ def mge_selection_metric(comparison, list_len: int) -> str:
     return comparison.select_metric or f"N@{list_len}"
 
 
-def _load_cached(path: str, rows: set[str], need_validation_mge: bool) -> dict | None:
-    """A seed's cached results if they hold every row (and, with ``need_validation_mge``, the
-    MG-E rows on the validation split, unless they were restored from a report); else None
-    (the seed is evaluated again)."""
+def evaluation_settings(experiment, comparison) -> dict:
+    """The settings a seed's evaluated rows depend on besides its trained models (which the
+    workdir's config check pins): kept in results.json, and a cache evaluated under others is
+    evaluated again."""
+    return {
+        "split": comparison.split,
+        "num_proposals": comparison.num_proposals,
+        "max_examples": experiment.eval.max_examples,
+    }
+
+
+def _load_cached(
+    path: str, rows: set[str], need_validation_mge: bool, settings: dict | None = None
+) -> dict | None:
+    """A seed's cached results if they hold every row, were evaluated under ``settings`` (a
+    cache older than that record is checked on its split) and, with ``need_validation_mge``,
+    hold the MG-E rows on the validation split, unless they were restored from a report; else
+    None (the seed is evaluated again)."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         cached = json.load(f)
     if not rows <= set(cached["rows"]):
         return None
+    if settings is not None and "restored_from" not in cached:
+        recorded = cached.get(EVALUATED_WITH, {"split": cached.get("split")})
+        if any(recorded[k] != settings[k] for k in recorded if k in settings):
+            return None
     # Results restored from a report (comparison/restore.py) are final: their models are not
     # here, and evaluating that seed again would mean training it again.
     if need_validation_mge and VALIDATION_MGE not in cached and "restored_from" not in cached:
@@ -233,7 +272,12 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     # to train are those of the earlier invocation, kept from its results.
     seconds.update(_earlier_stage_seconds(os.path.join(seed_dir, report.RESULTS_FILE), seconds))
     seconds["evaluation"] = time.time() - eval_start
-    document = {"rows": results, "stages": models.train_records, "split": comparison.split}
+    document = {
+        "rows": results,
+        "stages": models.train_records,
+        "split": comparison.split,
+        EVALUATED_WITH: evaluation_settings(experiment, comparison),
+    }
     if selects_mge_on_validation(comparison):
         # MG-E's k is a setting like any other: chosen on validation, never on the test split.
         start = time.time()
@@ -257,17 +301,23 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     return document
 
 
+def config_tree(experiment, comparison) -> dict:
+    """What ``config.json`` of a comparison workdir holds."""
+    return {
+        "experiment": config_check.config_json(experiment),
+        "compare": config_check.config_json(comparison),
+    }
+
+
 def _start(experiment, comparison, workdir: str):
-    """config.json, the persistent compilation cache and the dataset directory; returns the
+    """Checks the workdir's saved config and writes the new one (a ValueError names the fields
+    that differ where they may not), sets the persistent compilation cache; returns the
     experiment with ``data.data_dir`` set."""
     os.makedirs(workdir, exist_ok=True)
-    report.write_json(
-        os.path.join(workdir, "config.json"),
-        {
-            "experiment": dataclasses.asdict(experiment),
-            "compare": dataclasses.asdict(comparison),
-        },
-    )
+    path = os.path.join(workdir, "config.json")
+    tree = config_tree(experiment, comparison)
+    config_check.check_saved(path, tree, WORKDIR_IGNORED, what=f"comparison workdir {workdir}")
+    report.write_json(path, tree)
     # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA. A
     # cache the caller chose (JAX_COMPILATION_CACHE_DIR) is kept.
     if not jax.config.jax_compilation_cache_dir:
@@ -306,7 +356,10 @@ def run_comparison(
         for index, seed in enumerate(comparison.seeds):
             seed_dir = os.path.join(workdir, f"seed_{seed}")
             result = _load_cached(
-                os.path.join(seed_dir, report.RESULTS_FILE), rows, need_validation
+                os.path.join(seed_dir, report.RESULTS_FILE),
+                rows,
+                need_validation,
+                evaluation_settings(experiment, comparison),
             )
             if result is not None:
                 log_fn(f"[compare] seed {seed}: cached results in {seed_dir}")

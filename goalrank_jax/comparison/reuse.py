@@ -20,45 +20,34 @@ import json
 import os
 from collections.abc import Callable
 
-from goalrank_jax import stages
+from goalrank_jax import config_check, stages
 
 # Stages whose training and checkpoints involve no reward model (comparison.training: scorer
 # and NAR stages on logged feedback).
 EVALUATOR_FREE = ("dnn", "prm", "nar")
-# Config fields that may differ between the two comparisons: the evaluator, where the dataset is
-# cached (a path, not a setting), and the settings only the generator stages read (their
-# budget, patience and optimiser in ``train``, the GRO loss in ``gro``): the copied stages train
-# under ``compare.baseline_train``, so a second comparison may change GoalRank's budget or loss
-# and still reuse them. ``generator`` is compared: DNN and NAR take their width from it.
+# Config fields that may differ between the two comparisons: the evaluator, those no trained
+# model depends on (config_check.RUN_IGNORED: paths, mesh, logging), and the settings only the
+# generator stages read (their budget, patience and optimiser in ``train``, the GRO loss in
+# ``gro``): the copied stages train under ``compare.baseline_train``, so a second comparison
+# may change GoalRank's budget or loss and still reuse them. ``generator`` is compared: DNN and
+# NAR take their width from it.
 IGNORED = (
     "experiment.reward_model",
-    "experiment.data.data_dir",
     "experiment.train",
     "experiment.gro",
-)
+) + tuple(p if p.startswith("*") else f"experiment.{p}" for p in config_check.RUN_IGNORED)
 # Fields of the ``compare`` group the copied stages depend on.
 COMPARE_FIELDS = ("baseline_train", "select_metric")
 # Written into a copied stage's directory: where it came from and its training seconds there.
 COPIED_MARKER = "copied_from.json"
 
 
-def _flatten(value, prefix: str = "") -> dict[str, object]:
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, (list, tuple)):
-        return {prefix: [_flatten(v) if isinstance(v, dict) else v for v in value]}
-    return {prefix: value}
-
-
-def _comparable(experiment: dict, compare: dict) -> dict[str, object]:
-    # Through JSON so that tuples of the live config compare equal to lists read back.
+def _comparable(experiment: dict, compare: dict) -> dict:
+    """The config tree compared between the two comparisons: the experiment and the fields of
+    ``compare`` in COMPARE_FIELDS, as JSON values (tuples read back as lists)."""
     tree = json.loads(json.dumps({"experiment": experiment, "compare": compare}))
     tree["compare"] = {k: tree["compare"][k] for k in COMPARE_FIELDS}
-    flat = _flatten(tree)
-    return {k: v for k, v in flat.items() if not any(k.startswith(p) for p in IGNORED)}
+    return tree
 
 
 def check_source(experiment, comparison, source: str) -> None:
@@ -71,20 +60,17 @@ def check_source(experiment, comparison, source: str) -> None:
         )
     try:
         with open(path) as f:
-            theirs = json.load(f)
-        their_fields = _comparable(theirs["experiment"], theirs["compare"])
+            saved = json.load(f)
+        theirs = _comparable(saved["experiment"], saved["compare"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"compare.reuse_baselines_from: cannot read {path}: {err}") from None
     ours = _comparable(dataclasses.asdict(experiment), dataclasses.asdict(comparison))
-    differ = sorted(k for k in set(ours) | set(their_fields) if ours.get(k) != their_fields.get(k))
+    differ = config_check.differences(theirs, ours, IGNORED)
     if differ:
-        shown = "; ".join(
-            f"{k}: {their_fields.get(k)!r} there, {ours.get(k)!r} here" for k in differ[:8]
-        )
-        more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
         raise ValueError(
             f"compare.reuse_baselines_from={source!r}: its baselines were trained under another "
-            f"config, so they cannot be reused. Differences outside reward_model: {shown}{more}."
+            "config, so they cannot be reused. Differences outside reward_model: "
+            f"{config_check.describe(theirs, ours, differ)}."
         )
 
 

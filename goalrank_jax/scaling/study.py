@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from goalrank_jax import configs, run, stages
+from goalrank_jax import config_check, configs, run, stages
 from goalrank_jax.scaling import presets, report
 from goalrank_jax.train import format_duration
 
@@ -149,21 +149,9 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def config_json(config) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ between two config dicts."""
-    keys = sorted(set(saved) | set(current))
-    out = []
-    for key in keys:
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}")
-    return out
+# A run directory of the study must hold the same config in every field (none ignored).
+config_json = config_check.config_json
+config_differences = config_check.differences
 
 
 def _check_run_dir(run_dir: str, config) -> None:
