@@ -2,21 +2,25 @@
 
 A finished stage is restored by its directory name. Without a check, a second run in the same
 workdir under another config would restore models trained under the first one and report
-them under the second one's settings. ``config.json`` records the config a workdir was
-started with, and :func:`check_saved` compares the new config against it.
+them under the second one's settings. ``config.json`` records the config of the workdir's
+latest accepted run, and :func:`check_saved` compares the new config against it.
 
-Fields named in ``ignored`` may differ: where files are (``data.data_dir``, ``data.manual_dir``),
-how the work is spread over devices (``mesh``), how often progress is logged or checkpoints
-are written. None of these changes a trained model. Patterns are ``fnmatch`` patterns on the
-dotted field names (``"*.log_every"``). A field the saved config lacks (a setting added to the
-project after the workdir was started) is not compared.
+Fields named in ``ignored`` may differ: where files are (``data.data_dir``,
+``data.manual_dir``: pointing them at other data is the user's responsibility), how the work is
+spread over devices (``mesh``; with the default ``threefry2x32`` keys the draws do not depend on
+it), how often progress is logged or checkpoints are written. None of these changes a trained
+model. Patterns are ``fnmatch`` patterns on the dotted field names (``"*.log_every"``). A field
+one of the two configs lacks (a setting added to the project after the workdir was started) is
+not compared.
 
-Budgets (``GROWABLE``) may grow: a stage's learning-rate schedule does not depend on its total
-number of steps, so a longer ``num_steps`` / ``num_epochs`` continues every stage from where it
-stopped (a stage that stopped early stays stopped; under model selection the evaluation at the
-old budget's last step stays among the candidates). A shorter budget, or a change from or to 0
-(the other budget field then applies), is an error: a stage trained past the new budget would be
-restored under it.
+Budgets named in ``growable`` may grow: a stage's learning-rate schedule does not depend on its
+total number of steps, so a longer budget continues the stage from where it stopped (a stage
+that stopped early stays stopped; under model selection the evaluation at the old budget's last
+step stays among the candidates). Only the budgets of stages no other stage is trained against
+are growable (the generator's ``train``, not the reward model's or the retriever's, whose
+longer training would change the evaluator or the candidates under finished stages). A shorter
+budget, or a change from or to 0 (the other budget field then applies), is an error: a stage
+trained past the new budget would be restored under it.
 """
 
 from __future__ import annotations
@@ -31,15 +35,13 @@ RUN_IGNORED = (
     "data.data_dir",
     "data.manual_dir",
     "mesh.*",
-    "eval.batch_size",  # the last batch is padded and masked: the results do not change
     "*.log_every",
     "*.checkpoint_every",
     "*.keep_checkpoints",
     "*.max_nonfinite_steps",
 )
-
-# Budget fields that may grow between invocations (positive before and after).
-GROWABLE = ("*num_steps", "*num_epochs")
+# Budgets of a run of goalrank_jax.main that may grow: the generator's.
+RUN_GROWABLE = ("train.num_steps", "train.num_epochs")
 
 
 def config_json(config) -> dict:
@@ -73,7 +75,7 @@ def differences(
 ) -> list[str]:
     """Sorted dotted names of the fields whose values differ between two config dicts, leaving
     out those matched by ``ignored``, those matched by ``growable`` whose positive value grew,
-    and, with ``missing_ok``, those ``saved`` lacks."""
+    and, with ``missing_ok``, those only one of the two has."""
     saved_flat, current_flat = flatten(saved), flatten(current)
     names = set(saved_flat) | set(current_flat)
     if missing_ok:
@@ -113,18 +115,20 @@ def read(path: str) -> dict | None:
     return value
 
 
-def check_saved(path: str, current: dict, ignored=(), *, what: str = "this workdir") -> None:
+def check_saved(
+    path: str, current: dict, ignored=(), growable=(), *, what: str = "this workdir"
+) -> None:
     """Raises ValueError naming every differing field (value there and here) when the config
-    saved at ``path`` differs from ``current`` outside ``ignored`` (a budget that grew is no
-    difference); nothing when there is no saved config yet."""
+    saved at ``path`` differs from ``current`` outside ``ignored`` (a field of ``growable`` that
+    grew is no difference); nothing when there is no saved config yet."""
     saved = read(path)
     if saved is None:
         return
-    names = differences(saved, current, ignored, missing_ok=True, growable=GROWABLE)
+    names = differences(saved, current, ignored, missing_ok=True, growable=growable)
     if names:
         raise ValueError(
             f"{what} was started under another config ({path}), so its trained stages would be "
             f"restored under settings they were not trained with. Differing fields: "
             f"{describe(saved, current, names)}. Use a new --workdir, or repeat the saved "
-            "settings (a budget may only grow)."
+            "settings (a ranker's training budget may grow, not shrink)."
         )

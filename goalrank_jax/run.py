@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from goalrank_jax import config_check, configs, policies, sharding, stages
 from goalrank_jax import evaluate as evaluate_lib
@@ -83,6 +85,33 @@ def split_evaluator(config, context: stages.StageContext, evaluation, simulator_
     return run_eval
 
 
+def check_workdir_config(path: str, config: configs.ExperimentConfig, workdir: str) -> None:
+    """``config_check.check_saved`` of the run's config against ``path``. Multi-host: the
+    chief's verdict is broadcast, so that every process stops when its config differs (also
+    where only the chief's disk holds the workdir)."""
+    problem = ""
+    if sharding.process_is_chief():
+        try:
+            config_check.check_saved(
+                path,
+                config_check.config_json(config),
+                config_check.RUN_IGNORED,
+                config_check.RUN_GROWABLE,
+                what=f"workdir {workdir}",
+            )
+        except ValueError as err:
+            problem = str(err)
+    if jax.process_count() > 1:
+        refused = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
+        if int(refused) and not problem:
+            problem = (
+                f"workdir {workdir} was started under another config: process 0 names the "
+                "fields that differ."
+            )
+    if problem:
+        raise ValueError(problem)
+
+
 def train_and_evaluate(
     config: configs.ExperimentConfig, workdir: str, log_fn: Callable[[str], None] = print
 ) -> dict[str, float]:
@@ -93,14 +122,9 @@ def train_and_evaluate(
     log_fn(f"[mesh] {dict(mesh.shape)} over {jax.process_count()} process(es)")
     os.makedirs(workdir, exist_ok=True)
     # A workdir started under another config would restore stages trained under it: refused
-    # (every process checks, before the chief writes the new config).
+    # before the chief writes the new config.
     config_path = os.path.join(workdir, "config.json")
-    config_check.check_saved(
-        config_path,
-        config_check.config_json(config),
-        config_check.RUN_IGNORED,
-        what=f"workdir {workdir}",
-    )
+    check_workdir_config(config_path, config, workdir)
     if sharding.process_is_chief():
         _write_json(config_path, dataclasses.asdict(config), indent=2)
     writer = MetricWriter(workdir)

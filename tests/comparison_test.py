@@ -327,20 +327,23 @@ def _smoke_command(workdir, *flags, config="experiments/compare.py:smoke") -> li
     ]
 
 
+# The smoke comparison of the fixture below.
+SMOKE_FLAGS = (
+    "--config.compare.ablations=group_size",
+    "--config.compare.methods=" + ",".join(comparison_config.METHODS + ("goalrank_prefix",)),
+    "--config.compare.group_sizes=3",  # the 2 auxiliary lists of K = 3 and one sampled
+    # Every ranker selected on its validation N@3, evaluated every 2 steps.
+    "--config.compare.select_metric=N@3",
+    "--config.compare.baseline_train.eval_every=2",
+    "--config.train.eval_every=2",
+)
+
+
 @pytest.fixture(scope="module")
 def smoke_comparison(tmp_path_factory):
     """Every method of the comparison on the smoke config, one seed, one ablation family."""
     workdir = str(tmp_path_factory.mktemp("compare"))
-    command = _smoke_command(
-        workdir,
-        "--config.compare.ablations=group_size",
-        "--config.compare.methods=" + ",".join(comparison_config.METHODS + ("goalrank_prefix",)),
-        "--config.compare.group_sizes=3",  # the 2 auxiliary lists of K = 3 and one sampled
-        # Every ranker selected on its validation N@3, evaluated every 2 steps.
-        "--config.compare.select_metric=N@3",
-        "--config.compare.baseline_train.eval_every=2",
-        "--config.train.eval_every=2",
-    )
+    command = _smoke_command(workdir, *SMOKE_FLAGS)
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -426,14 +429,29 @@ def test_a_rerun_under_another_goalrank_config_is_refused(smoke_comparison):
     depend on stops before restoring any of them under the new settings."""
     workdir, _, _ = smoke_comparison
     before = open(os.path.join(workdir, "config.json")).read()
-    command = _smoke_command(
-        workdir,
-        "--config.gro.reward_weight=0.5",
-        "--report_only",
-    )
+    command = _smoke_command(workdir, *SMOKE_FLAGS, "--config.gro.reward_weight=0.5")
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "experiment.gro.reward_weight:" in done.stderr and "there, 0.5 here" in done.stderr
+    assert "Differing fields: experiment.gro.reward_weight: 0.01 there, 0.5 here." in done.stderr
+    assert "training steps" not in done.stdout
+    assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+def test_a_seed_evaluated_under_other_settings_is_not_reported(smoke_comparison):
+    """The seed's cache records its evaluation settings; a report under others leaves it out
+    (a full run would evaluate it again) and a report-only run writes no config.json."""
+    workdir, _, _ = smoke_comparison
+    with open(os.path.join(workdir, "seed_7", "results.json")) as f:
+        recorded = json.load(f)["evaluated_with"]
+    assert recorded["compare.split"] == "test" and recorded["compare.num_proposals"] == 4
+    before = open(os.path.join(workdir, "config.json")).read()
+    command = _smoke_command(workdir, *SMOKE_FLAGS, "--config.compare.num_proposals=3")
+    done = subprocess.run(
+        [*command, "--report_only"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "seed 7: no complete cached results; left out" in done.stdout
+    assert "No seed of (7,) has results" in done.stderr
     assert open(os.path.join(workdir, "config.json")).read() == before
 
 

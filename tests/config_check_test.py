@@ -2,7 +2,6 @@
 for a run of goalrank_jax.main and for a comparison workdir; fields no model depends on may
 change, and budgets may grow."""
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -47,15 +46,24 @@ def test_differences_name_changed_fields_and_leave_out_ignored_missing_and_grown
         "train.num_steps",
     ]
     assert config_check.differences(
-        saved, current, ignored, missing_ok=True, growable=config_check.GROWABLE
+        saved, current, ignored, missing_ok=True, growable=config_check.RUN_GROWABLE
     ) == ["gro.group_size", "train.batch_size"]
-    # A budget may grow, not shrink, and not change from or to 0 (the other field applies).
-    grow = config_check.GROWABLE
+    # The generator's budget may grow, not shrink, and not change from or to 0 (the other
+    # budget field then applies).
+    grow = config_check.RUN_GROWABLE
     for before, after, differs in [(10, 20, False), (20, 10, True), (0, 5, True), (5, 0, True)]:
         names = config_check.differences(
             {"train": {"num_epochs": before}}, {"train": {"num_epochs": after}}, growable=grow
         )
         assert names == (["train.num_epochs"] if differs else []), (before, after)
+    # Not the budgets of what other stages are trained against: the reward model, the retriever.
+    for group, field in [("reward_model", "train"), ("data", "retriever")]:
+        names = config_check.differences(
+            {group: {field: {"num_epochs": 10}}},
+            {group: {field: {"num_epochs": 20}}},
+            growable=grow,
+        )
+        assert names == [f"{group}.{field}.num_epochs"]
 
 
 def test_check_saved_names_each_field_with_both_values(tmp_path):
@@ -107,7 +115,9 @@ def test_a_comparison_workdir_pins_what_its_stages_were_trained_under(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tree()))
 
     def check(**changes):
-        config_check.check_saved(path, tree(**changes), compare.WORKDIR_IGNORED)
+        config_check.check_saved(
+            path, tree(**changes), compare.WORKDIR_IGNORED, compare.WORKDIR_GROWABLE
+        )
 
     # What is run and how it is evaluated may change between invocations, and budgets grow.
     check(
@@ -119,6 +129,7 @@ def test_a_comparison_workdir_pins_what_its_stages_were_trained_under(tmp_path):
         data__manual_dir="/elsewhere",
         train__log_every=1,
         train__num_steps=2 * _experiment_file("compare").train.num_steps,
+        compare__baseline_train__num_steps=5,
     )
     # What a trained stage depends on may not.
     for changes, field in [
@@ -128,23 +139,52 @@ def test_a_comparison_workdir_pins_what_its_stages_were_trained_under(tmp_path):
         ({"compare__baseline_train__batch_size": 4}, "compare.baseline_train.batch_size"),
         ({"eval__max_examples": 3}, "experiment.eval.max_examples"),
         ({"train__num_steps": 3}, "experiment.train.num_steps"),  # shrunk
+        # The evaluator's and the candidates' budgets may not even grow.
+        ({"reward_model__train__num_steps": 60}, "experiment.reward_model.train.num_steps"),
+        ({"data__retriever__num_epochs": 20}, "experiment.data.retriever.num_epochs"),
+        ({"eval__batch_size": 8}, "experiment.eval.batch_size"),  # the evaluation's draws
     ]:
         with pytest.raises(ValueError, match=field.replace(".", r"\.") + ": .* there, .* here"):
             check(**changes)
 
 
 def test_a_seed_evaluated_under_other_settings_is_evaluated_again(tmp_path):
-    experiment, comparison = comparison_config.from_config_dict(_experiment_file("compare"))
-    settings = compare.evaluation_settings(experiment, comparison)
+    def settings(**changes):
+        cfg = _experiment_file("compare")
+        for name, value in changes.items():
+            group, field = name.split("__")
+            cfg[group][field] = value
+        experiment, comparison = comparison_config.from_config_dict(cfg)
+        return compare.evaluation_settings(compare.config_tree(experiment, comparison))
+
+    now = settings()
     path = tmp_path / "results.json"
     rows = {"prm": {"N@3": 0.5}}
-    path.write_text(json.dumps({"rows": rows, "split": "test", "evaluated_with": settings}))
-    assert compare._load_cached(str(path), {"prm"}, False, settings) is not None
-    for change in ({"split": "validation"}, {"num_proposals": settings["num_proposals"] + 1}):
-        assert compare._load_cached(str(path), {"prm"}, False, {**settings, **change}) is None
-    # A cache written before the settings were recorded is checked on its split.
-    path.write_text(json.dumps({"rows": rows, "split": "test"}))
-    assert compare._load_cached(str(path), {"prm"}, False, settings) is not None
-    validation = dataclasses.replace(comparison, split="validation")
-    later = compare.evaluation_settings(experiment, validation)
-    assert compare._load_cached(str(path), {"prm"}, False, later) is None
+
+    def cached(document, current, legacy=None):
+        path.write_text(json.dumps({"rows": rows, **document}))
+        return compare._load_cached(str(path), {"prm"}, False, current, legacy)
+
+    assert cached({"split": "test", "evaluated_with": now}, now) is not None
+    for change in (
+        {"compare__split": "validation"},
+        {"compare__num_proposals": 7},
+        {"compare__mge_ks": (1, 3, 5)},  # a smaller largest pool: other samples per generator
+        {"train__num_steps": 12},  # a grown budget trained further
+        {"compare__prefix_num_epochs": 2.0},
+    ):
+        assert cached({"split": "test", "evaluated_with": now}, settings(**change)) is None, change
+    # The largest pool decides; adding a smaller k only adds rows (checked on the rows).
+    assert (
+        cached({"split": "test", "evaluated_with": now}, settings(compare__mge_ks=(2, 8)))
+        is not None
+    )
+    # A cache written before the settings were recorded: those of the saved config, its split.
+    old = {"split": "test"}
+    assert cached(old, now, legacy=now) is not None
+    assert cached(old, settings(compare__split="validation"), legacy=now) is None
+    assert cached(old, settings(compare__num_proposals=7), legacy=now) is None
+    # A seed restored from a report (its models are elsewhere) is checked on its split only.
+    restored = {"split": "test", "restored_from": "r.json"}
+    assert cached(restored, settings(compare__num_proposals=7)) is not None
+    assert cached(restored, settings(compare__split="validation")) is None

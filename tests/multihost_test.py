@@ -218,3 +218,55 @@ def test_collective_checkpoint_restores_in_one_process(runs):
     leaves = jax.tree_util.tree_leaves(restored.params)
     for a, b in zip(leaves, _params(runs["shared"], 0), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+# argv: workdir of this process (its own disk), process id, coordinator port.
+CONFIG_CHECK_SCRIPT = r"""
+import json, os, sys
+import jax
+workdir, process_id, port = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+jax.config.update("jax_num_cpu_devices", 1)
+from goalrank_jax import main
+main.initialize_distributed(True, f"localhost:{port}", 2, process_id)
+from goalrank_jax import configs, run
+config = configs.ExperimentConfig()
+try:
+    run.check_workdir_config(os.path.join(workdir, "config.json"), config, workdir)
+    print("RESULT " + json.dumps({"refused": ""}), flush=True)
+except ValueError as err:
+    print("RESULT " + json.dumps({"refused": str(err)}), flush=True)
+"""
+
+
+def test_every_process_stops_when_the_chief_finds_another_config(tmp_path):
+    """Per-host disks: only process 0's workdir holds a config.json, of another generator
+    width; both processes refuse, process 1 on process 0's verdict."""
+    from goalrank_jax import config_check, configs
+
+    disks = [tmp_path / "host0", tmp_path / "host1"]
+    for disk in disks:
+        disk.mkdir()
+    saved = config_check.config_json(configs.ExperimentConfig())
+    saved["generator"]["embed_dim"] = 2 * saved["generator"]["embed_dim"]
+    (disks[0] / "config.json").write_text(json.dumps(saved))
+    port = str(_free_port())
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONFIG_CHECK_SCRIPT, str(disk), str(pid), port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=os.path.dirname(tests_dir),
+        )
+        for pid, disk in enumerate(disks)
+    ]
+    try:
+        results = [_result(proc.communicate(timeout=240)[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert "generator.embed_dim: 128 there, 64 here" in results[0]["refused"]
+    assert "process 0 names the fields that differ" in results[1]["refused"]

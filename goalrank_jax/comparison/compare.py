@@ -52,6 +52,16 @@ _REPORT_ONLY = flags.DEFINE_bool(
 VALIDATION_MGE = "validation_mge"
 # results.json's key of the settings the seed was evaluated under (evaluation_settings).
 EVALUATED_WITH = "evaluated_with"
+# Budgets that may grow between invocations in one workdir (config_check): those of the rankers
+# (GoalRank, the supervised AR generator, DNN, PRM, NAR), not the reward model's or the
+# simulator's, which other stages are trained or judged against.
+WORKDIR_GROWABLE = (
+    "experiment.train.num_steps",
+    "experiment.train.num_epochs",
+    "compare.baseline_train.num_steps",
+    "compare.baseline_train.num_epochs",
+    "compare.prefix_num_epochs",
+)
 # Fields of config.json a later invocation in the same workdir may change: those no trained
 # model depends on, and the compare fields that choose what is run and how it is evaluated (a
 # seed's cached results are evaluated again when its evaluation settings changed; see
@@ -98,36 +108,47 @@ def mge_selection_metric(comparison, list_len: int) -> str:
     return comparison.select_metric or f"N@{list_len}"
 
 
-def evaluation_settings(experiment, comparison) -> dict:
-    """The settings a seed's evaluated rows depend on besides its trained models (which the
-    workdir's config check pins): kept in results.json, and a cache evaluated under others is
-    evaluated again."""
-    return {
-        "split": comparison.split,
-        "num_proposals": comparison.num_proposals,
-        "max_examples": experiment.eval.max_examples,
-    }
+def evaluation_settings(tree: dict) -> dict:
+    """What a seed's evaluated rows depend on besides its trained models, of the fields a later
+    invocation in the same workdir may change (``tree``: a config.json tree): the evaluation
+    settings (split, G-E proposals, the largest MG-E pool: its size sets each generator's
+    samples) and the budgets that may grow (a grown budget trains further). Kept in
+    results.json; a cache evaluated under other values is evaluated again."""
+    flat = config_check.flatten(tree)
+    keys = ("compare.split", "compare.num_proposals", *WORKDIR_GROWABLE)
+    settings = {key: flat.get(key) for key in keys}
+    ks = flat.get("compare.mge_ks")
+    settings["max(compare.mge_ks)"] = max(ks) if ks else None
+    return settings
 
 
 def _load_cached(
-    path: str, rows: set[str], need_validation_mge: bool, settings: dict | None = None
+    path: str,
+    rows: set[str],
+    need_validation_mge: bool,
+    settings: dict | None = None,
+    legacy: dict | None = None,
 ) -> dict | None:
-    """A seed's cached results if they hold every row, were evaluated under ``settings`` (a
-    cache older than that record is checked on its split) and, with ``need_validation_mge``,
-    hold the MG-E rows on the validation split, unless they were restored from a report; else
-    None (the seed is evaluated again)."""
+    """A seed's cached results if they hold every row, were evaluated under ``settings``
+    (evaluation_settings) and, with ``need_validation_mge``, hold the MG-E rows on the
+    validation split, unless they were restored from a report; else None (the seed is
+    evaluated again). A cache older than the settings' record is taken to be evaluated under
+    ``legacy`` (those of the workdir's saved config) on its own split; one restored from a
+    report is checked on its split only."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         cached = json.load(f)
     if not rows <= set(cached["rows"]):
         return None
-    if settings is not None and "restored_from" not in cached:
-        recorded = cached.get(EVALUATED_WITH, {"split": cached.get("split")})
-        if any(recorded[k] != settings[k] for k in recorded if k in settings):
+    if settings is not None:
+        split = {"compare.split": cached.get("split", "test")}
+        if "restored_from" in cached:
+            recorded = split
+        else:
+            recorded = cached.get(EVALUATED_WITH) or {**(legacy or {}), **split}
+        if any(recorded.get(k) != v for k, v in settings.items() if k in recorded):
             return None
-    # Results restored from a report (comparison/restore.py) are final: their models are not
-    # here, and evaluating that seed again would mean training it again.
     if need_validation_mge and VALIDATION_MGE not in cached and "restored_from" not in cached:
         return None
     return cached
@@ -276,7 +297,7 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
         "rows": results,
         "stages": models.train_records,
         "split": comparison.split,
-        EVALUATED_WITH: evaluation_settings(experiment, comparison),
+        EVALUATED_WITH: evaluation_settings(config_tree(experiment, comparison)),
     }
     if selects_mge_on_validation(comparison):
         # MG-E's k is a setting like any other: chosen on validation, never on the test split.
@@ -309,21 +330,27 @@ def config_tree(experiment, comparison) -> dict:
     }
 
 
-def _start(experiment, comparison, workdir: str):
-    """Checks the workdir's saved config and writes the new one (a ValueError names the fields
-    that differ where they may not), sets the persistent compilation cache; returns the
-    experiment with ``data.data_dir`` set."""
+def _start(experiment, comparison, workdir: str, report_only: bool = False):
+    """Checks the workdir's saved config (a ValueError names the fields that differ where they
+    may not) and, unless ``report_only``, writes the new one; sets the persistent compilation
+    cache. Returns the experiment with ``data.data_dir`` set and the evaluation settings of
+    the saved config (None without one: see _load_cached)."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
     tree = config_tree(experiment, comparison)
-    config_check.check_saved(path, tree, WORKDIR_IGNORED, what=f"comparison workdir {workdir}")
-    report.write_json(path, tree)
+    saved = config_check.read(path)
+    config_check.check_saved(
+        path, tree, WORKDIR_IGNORED, WORKDIR_GROWABLE, what=f"comparison workdir {workdir}"
+    )
+    if not report_only:
+        report.write_json(path, tree)
     # Every seed compiles the same programs: the persistent cache makes seeds 2.. skip XLA. A
     # cache the caller chose (JAX_COMPILATION_CACHE_DIR) is kept.
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    return comparison_config.with_data_dir(experiment, workdir)
+    legacy = evaluation_settings(saved) if saved is not None else None
+    return comparison_config.with_data_dir(experiment, workdir), legacy
 
 
 def run_comparison(
@@ -337,7 +364,7 @@ def run_comparison(
     """Trains and evaluates every method for every seed (cached), then writes the report."""
     start = time.time()
     mesh = sharding.mesh_from_config(experiment.mesh)
-    experiment = _start(experiment, comparison, workdir)
+    experiment, legacy = _start(experiment, comparison, workdir, report_only)
     if comparison.reuse_baselines_from:
         reuse.check_source(experiment, comparison, comparison.reuse_baselines_from)
     if baselines_budget := unequal_baseline_budget(experiment, comparison):
@@ -359,7 +386,8 @@ def run_comparison(
                 os.path.join(seed_dir, report.RESULTS_FILE),
                 rows,
                 need_validation,
-                evaluation_settings(experiment, comparison),
+                evaluation_settings(config_tree(experiment, comparison)),
+                legacy,
             )
             if result is not None:
                 log_fn(f"[compare] seed {seed}: cached results in {seed_dir}")
