@@ -26,14 +26,15 @@ import time
 
 import bench_runs
 
-# Every variant starts from these: pure GRO, fast generator, on-policy groups (the rows of
-# docs/gro.md were measured from them; the experiment's default is now mixed, the "mixed"
-# variants), the run's default budget.
+# Every variant starts from these: pure GRO, fast generator, on-policy groups of K = 8 (the rows
+# of docs/gro.md were measured from them; the experiment's default is now mixed, the "mixed"
+# variants, and on real data K = 16), the run's default budget.
 COMMON = (
     "--config.gro.supervised_weight=0",
     "--config.gro.reward_weight=1",
     "--config.generator.variant=fast",
     "--config.gro.group_construction=on_policy",
+    "--config.gro.group_size=8",
 )
 
 # The full GoalRank objective (w_G = 1, w_R = 0.01) with a supervised form, selected on the

@@ -44,8 +44,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cmp.shared_reward_model = True  # One evaluator (seed `seed`) for every seed and method.
     cmp.methods = comparison_config.METHODS  # dnn prm supervised_ar nar4rec_ge pier_ge mge goalrank
     cmp.ablations = comparison_config.ABLATIONS  # group_size loss_form group_construction
-    # K of the group-size sweep (the default K is gro's, 8). The default groups are mixed: each
-    # holds the 4 auxiliary lists, so the sweep starts at K = 5 (one sampled list).
+    # K of the group-size sweep (the default K is gro's: 8 on synthetic, 16 on real data). The
+    # default groups are mixed: each holds the 4 auxiliary lists, so the sweep starts at K = 5
+    # (one sampled list).
     cmp.group_sizes = (5, 8, 16, 32, 64)
     cmp.mge_ks = (1, 3, 5, 10, 20, 50, 100)  # Numbers of MG-E generators.
     cmp.num_proposals = 100  # Lists each G-E generator proposes per request.
