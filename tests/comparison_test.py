@@ -686,6 +686,14 @@ def test_baselines_are_reused_across_goalrank_settings_but_not_across_their_own(
     other_baseline.compare.baseline_train.batch_size *= 2
     with pytest.raises(ValueError, match="compare.baseline_train.batch_size"):
         reuse.check_source(experiment, comparison, write_source(other_baseline))
+    # The baselines' budget may be larger here (a stage that ended at the source's cap
+    # continues), not smaller (one trained past this cap would be restored under it).
+    shorter, longer = _comparison_values(), _comparison_values()
+    shorter.compare.baseline_train.num_steps -= 1
+    longer.compare.baseline_train.num_steps += 1
+    reuse.check_source(experiment, comparison, write_source(shorter))  # no error
+    with pytest.raises(ValueError, match="compare.baseline_train.num_steps"):
+        reuse.check_source(experiment, comparison, write_source(longer))
     other_width = _comparison_values()
     other_width.generator.embed_dim *= 2
     with pytest.raises(ValueError, match="experiment.generator.embed_dim"):

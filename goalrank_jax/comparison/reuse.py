@@ -8,8 +8,9 @@ its train state carries the frozen reward model's parameters, so its checkpoints
 evaluator only: it trains again.) With ``compare.reuse_baselines_from = OTHER_WORKDIR`` each
 seed copies those finished stages from ``OTHER_WORKDIR/seed_<s>/`` instead, after checking that
 the other comparison's config equals this one in everything but the reward model and the
-generator stages' ``train`` and ``gro``. A copied stage is restored like any finished stage (an
-unfinished one resumes here); the report marks it as copied and gives the seconds it took where
+generator stages' ``train`` and ``gro`` (the baselines' budget may grow). A copied stage is
+restored like any finished stage (an unfinished one resumes here, as does one that ended at the
+source's smaller cap); the report marks it as copied and gives the seconds it took where
 it was trained.
 """
 
@@ -36,6 +37,9 @@ IGNORED = (
     "experiment.train",
     "experiment.gro",
 ) + tuple(p if p.startswith("*") else f"experiment.{p}" for p in config_check.RUN_IGNORED)
+# The copied stages' budget may be larger here than in the source: a copied stage that stopped
+# early stays stopped, one that ended at the source's cap continues here (config_check).
+GROWABLE = ("compare.baseline_train.num_steps", "compare.baseline_train.num_epochs")
 # Fields of the ``compare`` group the copied stages depend on.
 COMPARE_FIELDS = ("baseline_train", "select_metric")
 # Written into a copied stage's directory: where it came from and its training seconds there.
@@ -65,7 +69,7 @@ def check_source(experiment, comparison, source: str) -> None:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"compare.reuse_baselines_from: cannot read {path}: {err}") from None
     ours = _comparable(dataclasses.asdict(experiment), dataclasses.asdict(comparison))
-    differ = config_check.differences(theirs, ours, IGNORED)
+    differ = config_check.differences(theirs, ours, IGNORED, growable=GROWABLE)
     if differ:
         raise ValueError(
             f"compare.reuse_baselines_from={source!r}: its baselines were trained under another "
