@@ -184,6 +184,10 @@ def test_a_seed_evaluated_under_other_settings_is_evaluated_again(tmp_path):
     assert cached(old, now, legacy=now) is not None
     assert cached(old, settings(compare__split="validation"), legacy=now) is None
     assert cached(old, settings(compare__num_proposals=7), legacy=now) is None
+    # A record lacking a field (written before the field was recorded): the saved config's.
+    partial = {"split": "test", "evaluated_with": {"compare.num_proposals": 4}}
+    assert cached(partial, now, legacy=now) is not None
+    assert cached(partial, settings(train__num_steps=12), legacy=now) is None
     # A seed restored from a report (its models are elsewhere) is checked on its split only.
     restored = {"split": "test", "restored_from": "r.json"}
     assert cached(restored, settings(compare__num_proposals=7)) is not None

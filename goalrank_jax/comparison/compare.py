@@ -132,9 +132,9 @@ def _load_cached(
     """A seed's cached results if they hold every row, were evaluated under ``settings``
     (evaluation_settings) and, with ``need_validation_mge``, hold the MG-E rows on the
     validation split, unless they were restored from a report; else None (the seed is
-    evaluated again). A cache older than the settings' record is taken to be evaluated under
-    ``legacy`` (those of the workdir's saved config) on its own split; one restored from a
-    report is checked on its split only."""
+    evaluated again). A value the cache did not record (a cache older than the record, or
+    than one of its fields) is taken from ``legacy`` (those of the workdir's saved config); a
+    cache restored from a report is checked on its split only."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -146,7 +146,8 @@ def _load_cached(
         if "restored_from" in cached:
             recorded = split
         else:
-            recorded = cached.get(EVALUATED_WITH) or {**(legacy or {}), **split}
+            # A value the cache did not record is taken from the saved config.
+            recorded = {**(legacy or {}), **split, **cached.get(EVALUATED_WITH, {})}
         if any(recorded.get(k) != v for k, v in settings.items() if k in recorded):
             return None
     if need_validation_mge and VALIDATION_MGE not in cached and "restored_from" not in cached:
