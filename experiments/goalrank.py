@@ -166,8 +166,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # K = 16 on real logs (the 4 auxiliary lists and 12 sampled ones): at the 40-epoch cap
         # it validated above K = 8 in each of the three ML-100K comparison seeds (N@6 +0.0051
         # +- 0.0021, docs/results.md); K = 5 was below K = 8 in each. Its runs took 15-16 min a
-        # seed on the 2-core CPU against 10-12 for K = 8. The synthetic world keeps K = 8 (its
-        # group-size sweep has not been run).
+        # seed on the 2-core CPU against 10-12 for K = 8. The synthetic world keeps K = 8: in
+        # its one-seed sweep K = 5, 8 and 16 validate within 0.0004 N@6 of each other.
         cfg.gro.group_size = 16
 
     if smoke:

@@ -604,6 +604,19 @@ def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
     assert "| seed 7 | seed_total |" in text
 
 
+def test_shared_seconds_add_wall_time_but_not_a_restored_stages_training_twice(tmp_path):
+    """A restored reward model reports the seconds its checkpoint keeps (every invocation's);
+    adding them again on each invocation would count its training once per rerun."""
+    from goalrank_jax.comparison import compare
+
+    workdir = str(tmp_path)
+    compare._add_shared_seconds(workdir, {"data": 5.0, "reward_model": 100.0}, ("reward_model",))
+    totals = compare._add_shared_seconds(
+        workdir, {"data": 1.0, "reward_model": 101.0}, ("reward_model",)
+    )
+    assert totals == {"data": 6.0, "reward_model": 101.0}
+
+
 def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_comparison, tmp_path):
     source, _, _ = smoke_comparison
     workdir = str(tmp_path / "list_aware")

@@ -179,15 +179,17 @@ def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, i
     return chosen
 
 
-def _add_shared_seconds(workdir: str, seconds: dict[str, float]) -> dict[str, float]:
-    """Adds ``seconds`` to the totals kept in ``workdir`` and returns the new totals."""
+def _add_shared_seconds(workdir: str, seconds: dict[str, float], cumulative=()) -> dict[str, float]:
+    """Adds ``seconds`` to the totals kept in ``workdir`` and returns the new totals. A stage
+    of ``cumulative`` gives its total over every invocation already (its checkpoint keeps the
+    seconds it trained): it replaces the kept value instead of adding to it."""
     path = os.path.join(workdir, SHARED_SECONDS_FILE)
     totals = {}
     if os.path.exists(path):
         with open(path) as f:
             totals = json.load(f)
     for stage, value in seconds.items():
-        totals[stage] = totals.get(stage, 0.0) + value
+        totals[stage] = value if stage in cumulative else totals.get(stage, 0.0) + value
     if seconds:
         report.write_json(path, totals)
     return totals
@@ -240,7 +242,8 @@ class SharedStages:
                 shared.close()
             seconds.update(shared.seconds)
             self.records = shared.records
-        self.seconds = _add_shared_seconds(self.workdir, seconds)
+        # The shared reward model's seconds come from its checkpoint (every invocation's).
+        self.seconds = _add_shared_seconds(self.workdir, seconds, cumulative=("reward_model",))
 
 
 def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
