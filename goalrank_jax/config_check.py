@@ -44,6 +44,12 @@ RUN_IGNORED = (
 RUN_GROWABLE = ("train.num_steps", "train.num_epochs")
 
 
+def under(group: str, patterns) -> tuple[str, ...]:
+    """``patterns`` of a config nested as ``group`` in a larger tree (``"experiment"`` of a
+    comparison's config.json); a pattern starting with ``*`` matches at any depth already."""
+    return tuple(p if p.startswith("*") else f"{group}.{p}" for p in patterns)
+
+
 def config_json(config) -> dict:
     """A dataclass config as plain JSON values (tuples become lists, as read back)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

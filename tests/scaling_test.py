@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from goalrank_jax import config_check
 from goalrank_jax.scaling import presets, report
 from goalrank_jax.scaling import study as scaling
 
@@ -165,7 +166,7 @@ def test_estimate_seconds_left():
 def test_config_differences():
     saved = {"train": {"num_steps": 6, "batch_size": 16}, "seed": 1}
     current = {"train": {"num_steps": 7, "batch_size": 16}, "seed": 1, "extra": 0}
-    assert scaling.config_differences(saved, current) == ["extra", "train.num_steps"]
+    assert config_check.differences(saved, current) == ["extra", "train.num_steps"]
 
 
 def test_step_time_leaves_out_the_first_window(tmp_path):
@@ -196,7 +197,7 @@ def test_copied_reward_model_keeps_its_source_on_resume(tmp_path):
     workdir = tmp_path / "study"
     source = workdir / "fast_0.01m"
     (source / "reward_model" / "checkpoints" / "7").mkdir(parents=True)
-    (source / "config.json").write_text(json.dumps(scaling.config_json(experiment)))
+    (source / "config.json").write_text(json.dumps(config_check.config_json(experiment)))
     (source / "results.json").write_text("{}")
     target = workdir / "fast_0.03m"
     config = scaling.run_config(experiment, "0.03m", "fast")
@@ -307,7 +308,7 @@ def test_the_simulator_is_copied_with_the_reward_model_when_its_config_matches(t
     source = workdir / "fast_0.01m"
     (source / "reward_model" / "checkpoints" / "7").mkdir(parents=True)
     (source / "simulator" / "checkpoints" / "5").mkdir(parents=True)
-    (source / "config.json").write_text(json.dumps(scaling.config_json(experiment)))
+    (source / "config.json").write_text(json.dumps(config_check.config_json(experiment)))
     (source / "results.json").write_text("{}")
     same = workdir / "fast_0.03m"
     assert scaling.share_reward_model(

@@ -66,9 +66,7 @@ WORKDIR_GROWABLE = (
 # model depends on, and the compare fields that choose what is run and how it is evaluated (a
 # seed's cached results are evaluated again when its evaluation settings changed; see
 # evaluation_settings). Every other field must equal the saved one (config_check.check_saved).
-WORKDIR_IGNORED = tuple(
-    p if p.startswith("*") else f"experiment.{p}" for p in config_check.RUN_IGNORED
-) + tuple(
+WORKDIR_IGNORED = config_check.under("experiment", config_check.RUN_IGNORED) + tuple(
     f"compare.{name}"
     for name in (
         "seeds",
@@ -232,6 +230,9 @@ class SharedStages:
             finally:
                 writer.close()
             seconds["simulator"] = time.time() - stage_start
+        # The seed trainer's stages (the shared reward model) give the seconds their checkpoints
+        # keep, every invocation's: they replace the kept totals instead of adding to them.
+        cumulative = ()
         if self.comparison.shared_reward_model:
             shared = training.SeedTrainer(
                 self.experiment, self.comparison, self.dataset, self.workdir, self.mesh, self.log_fn
@@ -241,9 +242,9 @@ class SharedStages:
             finally:
                 shared.close()
             seconds.update(shared.seconds)
+            cumulative = tuple(shared.seconds)
             self.records = shared.records
-        # The shared reward model's seconds come from its checkpoint (every invocation's).
-        self.seconds = _add_shared_seconds(self.workdir, seconds, cumulative=("reward_model",))
+        self.seconds = _add_shared_seconds(self.workdir, seconds, cumulative)
 
 
 def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
@@ -381,6 +382,7 @@ def run_comparison(
     # Old caches without MG-E on validation are evaluated again, except for a report-only run,
     # whose report then names its best MG-E as chosen on the test split.
     need_validation = selects_mge_on_validation(comparison) and not report_only
+    settings = evaluation_settings(config_tree(experiment, comparison))
     per_seed, timings, records, validation = {}, {}, {}, {}
     shared = SharedStages(experiment, comparison, workdir, mesh, log_fn)
     with jax.set_mesh(mesh):
@@ -390,7 +392,7 @@ def run_comparison(
                 os.path.join(seed_dir, report.RESULTS_FILE),
                 rows,
                 need_validation,
-                evaluation_settings(config_tree(experiment, comparison)),
+                settings,
                 legacy,
             )
             if result is not None:

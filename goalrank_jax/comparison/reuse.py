@@ -36,7 +36,7 @@ IGNORED = (
     "experiment.reward_model",
     "experiment.train",
     "experiment.gro",
-) + tuple(p if p.startswith("*") else f"experiment.{p}" for p in config_check.RUN_IGNORED)
+) + config_check.under("experiment", config_check.RUN_IGNORED)
 # The copied stages' budget may be larger here than in the source: a copied stage that stopped
 # early stays stopped, one that ended at the source's cap continues here (config_check).
 GROWABLE = ("compare.baseline_train.num_steps", "compare.baseline_train.num_epochs")

@@ -149,16 +149,12 @@ def _read_json(path: str):
         return json.load(f)
 
 
-# A run directory of the study must hold the same config in every field (none ignored).
-config_json = config_check.config_json
-config_differences = config_check.differences
-
-
 def _check_run_dir(run_dir: str, config) -> None:
     saved = _read_json(os.path.join(run_dir, "config.json"))
     if saved is None:
         return
-    differences = config_differences(saved, config_json(config))
+    # Every field must match (none ignored).
+    differences = config_check.differences(saved, config_check.config_json(config))
     if differences:
         raise ValueError(
             f"{run_dir} holds a run of another config (fields {', '.join(differences)}); use a "
@@ -190,7 +186,7 @@ def share_reward_model(
     if os.path.exists(target):
         recorded = _read_json(marker)
         return os.path.join(workdir, recorded["source"]) if recorded else None
-    key = _reward_model_key(config_json(config), reward_seed)
+    key = _reward_model_key(config_check.config_json(config), reward_seed)
     for name in sorted(os.listdir(workdir)):
         source = os.path.join(workdir, name)
         saved = _read_json(os.path.join(source, "config.json"))
@@ -205,7 +201,7 @@ def share_reward_model(
         # copied first, so that a copied reward model always comes with it.
         simulator = os.path.join(source, run.SIMULATOR_STAGE)
         if os.path.isdir(simulator) and _simulator_key(saved) == _simulator_key(
-            config_json(config)
+            config_check.config_json(config)
         ):
             stages.copy_stage(simulator, os.path.join(run_dir, run.SIMULATOR_STAGE))
         stages.copy_stage(stage, target)
@@ -325,7 +321,7 @@ def _other_finished_runs(workdir, experiment, study, planned, vocab, log_fn) -> 
                     continue
                 config = run_config(experiment, size, variant, seed)
                 saved = _read_json(os.path.join(run_dir, "config.json")) or {}
-                if config_differences(saved, config_json(config)):
+                if config_check.differences(saved, config_check.config_json(config)):
                     log_fn(f"[scaling] {run_dir}: another config; left out of the report")
                     continue
                 count = _count(config.generator, vocab, config.data.num_candidates)
