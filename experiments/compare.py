@@ -55,7 +55,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Every ranker (DNN, PRM, NAR, the supervised AR generator, every GoalRank run) is selected
     # on its own validation N@L, evaluated every epoch, under the same budget in epochs as the
     # GoalRank generator (experiments/goalrank.py: up to 20 epochs with patience 3 on the
-    # synthetic world, up to 40 with patience 6 on real logs).
+    # synthetic world, up to 60 with patience 6 on real logs). The pure-GRO ablation
+    # (goalrank_wG0) too: train.select_metric's "auto" rule (the evaluator's reward for a run
+    # without a label term) applies to goalrank_jax.main, not to the comparison's rankers.
     cmp.select_metric = f"N@{cfg.data.list_len}"
     cmp.baseline_train.num_epochs = cfg.train.num_epochs
     cmp.baseline_train.eval_every_epochs = cfg.train.eval_every_epochs

@@ -257,7 +257,8 @@ class StageConfig:
     keep_checkpoints: int = 2
     # Model selection: a validation metric logged by the stage's evaluation (e.g.
     # "validation/goalrank/N@6"); the stage returns the state of its best evaluation (highest
-    # value) instead of the last one. "" = the last state.
+    # value) instead of the last one. "" = the last state. The generator's `train` may say
+    # "auto" (SELECT_AUTO): resolved when the config is read, see generator_select_metric.
     select_metric: str = ""
     # Early stopping (needs select_metric): stop after this many evaluations in a row without a
     # new best select_metric; the stage then returns its best state. 0 = train the whole budget.
@@ -398,6 +399,38 @@ class ExperimentConfig:
                 f"devices ({num_devices})."
             )
         self.mesh.validate(num_devices)
+        for name, stage in stages[1:]:
+            if stage.select_metric == SELECT_AUTO:
+                raise ValueError(
+                    f"{name}.select_metric {SELECT_AUTO!r} is for the generator's train only; "
+                    "name the scorer's validation metric (e.g. 'validation/reward_model_greedy/"
+                    "AUC') or leave it empty."
+                )
+
+
+# train.select_metric = "auto": the generator's selection metric follows from its objective.
+SELECT_AUTO = "auto"
+
+
+def generator_select_metric(config: ExperimentConfig) -> str:
+    """The validation metric ``train.select_metric = "auto"`` stands for: N@L of the
+    generator's greedy list on logged labels when its objective has a label term
+    (``gro.supervised_weight > 0``); without one (pure GRO, w_G = 0) the frozen reward model's
+    reward of that list, ``validation/goalrank/rm_reward``, the quantity GRO maximises. A
+    label-free run selected on a label metric is stopped by that metric's noise once it
+    plateaus while its own objective is still rising (docs/gro.md)."""
+    if config.gro.supervised_weight > 0:
+        return f"validation/goalrank/N@{config.data.list_len}"
+    return "validation/goalrank/rm_reward"
+
+
+def resolve_select_metric(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with ``train.select_metric = "auto"`` replaced by the metric it stands for
+    (unchanged otherwise), so that config.json records the metric the run was selected on."""
+    if config.train.select_metric != SELECT_AUTO:
+        return config
+    train = dataclasses.replace(config.train, select_metric=generator_select_metric(config))
+    return dataclasses.replace(config, train=train)
 
 
 def from_config_dict(config: Any, num_devices: int = 1) -> ExperimentConfig:
@@ -405,6 +438,7 @@ def from_config_dict(config: Any, num_devices: int = 1) -> ExperimentConfig:
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     experiment = build_dataclass(ExperimentConfig, values, "")
     experiment.validate(num_devices)
+    experiment = resolve_select_metric(experiment)
     return experiment
 
 
@@ -427,5 +461,7 @@ __all__ = [
     "StageConfig",
     "TrueModelParams",
     "from_config_dict",
+    "generator_select_metric",
+    "resolve_select_metric",
     "to_dict",
 ]

@@ -118,6 +118,7 @@ def train_and_evaluate(
     """Runs every stage and returns the final results (also written to results.json)."""
     start = time.time()
     config.validate(jax.device_count())  # before anything is written
+    config = configs.resolve_select_metric(config)  # "auto" -> the metric config.json records
     mesh = sharding.mesh_from_config(config.mesh)
     log_fn(f"[mesh] {dict(mesh.shape)} over {jax.process_count()} process(es)")
     os.makedirs(workdir, exist_ok=True)

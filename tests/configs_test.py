@@ -38,6 +38,38 @@ def test_the_evaluator_arg_sets_the_reward_model_kind():
 
 
 @pytest.mark.parametrize(
+    "arg, supervised_weight, expected",
+    [
+        ("", 1.0, "validation/goalrank/N@6"),
+        ("", 0.0, "validation/goalrank/rm_reward"),
+        ("smoke", 1.0, "validation/goalrank/N@3"),
+        ("dataset=ml100k", 0.0, "validation/goalrank/rm_reward"),
+    ],
+)
+def test_auto_select_metric_follows_the_objective(arg, supervised_weight, expected):
+    cfg = _experiment(arg)
+    assert cfg.train.select_metric == configs.SELECT_AUTO
+    cfg.gro.supervised_weight = supervised_weight
+    assert configs.from_config_dict(cfg).train.select_metric == expected
+
+
+def test_an_explicit_select_metric_is_kept_for_pure_gro():
+    cfg = _experiment("")
+    cfg.gro.supervised_weight = 0.0
+    cfg.train.select_metric = "validation/goalrank/N@6"
+    assert configs.from_config_dict(cfg).train.select_metric == "validation/goalrank/N@6"
+    config = configs.from_config_dict(_experiment(""))
+    assert configs.resolve_select_metric(config) is config  # nothing left to resolve
+
+
+def test_auto_select_metric_is_for_the_generator_only():
+    cfg = _experiment("smoke")
+    cfg.reward_model.train.select_metric = "auto"
+    with pytest.raises(ValueError, match="reward_model.train.select_metric 'auto' is for the"):
+        configs.from_config_dict(cfg)
+
+
+@pytest.mark.parametrize(
     "path, value, message",
     [
         (("data", "list_len"), 60, "list_len .* must be <= num_candidates"),
