@@ -152,6 +152,9 @@ def ordering(summary, metric: str, mge_rows: Sequence[str]) -> dict:
         "goalrank": ["goalrank"],
         "best MG-E": list(mge_rows),
         "best G-E": list(GE),
+        # NAR alone is a reference row, the generator half of the NAR4Rec-style G-E system
+        # (evaluation.py), not one of the paper's generator-only baselines; its table row
+        # stays, so a reader can set it beside them.
         "best generator-only": [r for r in GENERATOR_ONLY if r != "nar"],
     }
     best = {name: best_of(summary, rows, metric) for name, rows in groups.items()}
