@@ -393,19 +393,18 @@ class ExperimentConfig:
                     f"{name}.batch_size ({stage.batch_size}) must be divisible by the number of "
                     f"devices ({num_devices})."
                 )
+            if name != "train" and stage.select_metric == SELECT_AUTO:
+                raise ValueError(
+                    f"{name}.select_metric {SELECT_AUTO!r} is for the generator's train only; "
+                    "name the scorer's validation metric (e.g. 'validation/reward_model_greedy/"
+                    "AUC') or leave it empty."
+                )
         if self.eval.batch_size % num_devices:
             raise ValueError(
                 f"eval.batch_size ({self.eval.batch_size}) must be divisible by the number of "
                 f"devices ({num_devices})."
             )
         self.mesh.validate(num_devices)
-        for name, stage in stages[1:]:
-            if stage.select_metric == SELECT_AUTO:
-                raise ValueError(
-                    f"{name}.select_metric {SELECT_AUTO!r} is for the generator's train only; "
-                    "name the scorer's validation metric (e.g. 'validation/reward_model_greedy/"
-                    "AUC') or leave it empty."
-                )
 
 
 # train.select_metric = "auto": the generator's selection metric follows from its objective.
