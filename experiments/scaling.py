@@ -15,7 +15,7 @@ every size, the last state evaluated) instead of training each size to convergen
 Every field of experiments/goalrank.py is here (data, reward model, GRO settings, training);
 the ``scaling`` group below says which sizes and variants to train. The budget is the same for
 every size and variant: the experiment's, up to ``train.num_epochs`` epochs of the train split
-(20; 40 on real data) with the state of the best validation N@L kept and early stopping after
+(20; 60 on real data) with the state of the best validation N@L kept and early stopping after
 ``train.patience`` (3; 6 on real data) evaluations without a new best, groups of
 ``gro.group_size`` lists, learning rate ``train.optim.learning_rate``. Only the generator's
 width and depth change between runs (goalrank_jax/scaling/presets.py). One reward model, trained

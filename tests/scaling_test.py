@@ -5,6 +5,7 @@ plus the pure helpers (time estimate, config diff, step time)."""
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import re
 
@@ -149,18 +150,28 @@ def test_report_only_with_mge_panel_and_changed_config(study):
 
 def test_estimate_seconds_left():
     assert scaling.estimate_seconds_left([], [("fast", 1.0)]) is None
-    # One run (or one size per variant with a falling pooled line): no line, no estimate.
+    # One run (or one size per variant with a falling pooled law): no law, no estimate.
     assert scaling.estimate_seconds_left([("fast", 10.0, 5.0)], [("fast", 30.0)]) is None
     falling = [("prefix", 10.0, 50.0), ("fast", 12.0, 5.0)]
     assert scaling.estimate_seconds_left(falling, [("fast", 30.0)]) is None
-    # Two runs: the line through them (seconds = 2 + 0.3 params); other variant borrows it.
-    done = [("fast", 10.0, 5.0), ("fast", 20.0, 8.0)]
-    assert scaling.estimate_seconds_left(done, [("fast", 40.0)]) == pytest.approx(14.0)
-    assert scaling.estimate_seconds_left(done, [("prefix", 40.0), ("fast", 30.0)]) == (
-        pytest.approx(14.0 + 11.0)
+    # Two runs: the power law through them. 4 times the parameters, 2 times the seconds:
+    # seconds = 5 * (params / 10) ** 0.5, so 160 params take 5 * 16 ** 0.5 = 20 s and 90 take
+    # 5 * 9 ** 0.5 = 15 s; the other variant borrows the law.
+    done = [("fast", 10.0, 5.0), ("fast", 40.0, 10.0)]
+    assert scaling.estimate_seconds_left(done, [("fast", 160.0)]) == pytest.approx(20.0)
+    assert scaling.estimate_seconds_left(done, [("prefix", 160.0), ("fast", 90.0)]) == (
+        pytest.approx(20.0 + 15.0)
     )
     # Never below the fastest finished run.
-    assert scaling.estimate_seconds_left(done, [("fast", 0.0)]) == pytest.approx(5.0)
+    assert scaling.estimate_seconds_left(done, [("fast", 1.0)]) == pytest.approx(5.0)
+    # A straight line through 10 -> 5 s and 40 -> 10 s would say 160 params take 30 s; the law
+    # says 20: slower than linear growth, as step times are over the presets on a CPU.
+    assert scaling.estimate_seconds_left(done, [("fast", 160.0)]) < 30.0
+    # With three sizes the law is the one through the two largest: 40 -> 10 s and 160 -> 20 s
+    # give exponent 0.5 again, so 640 params take 10 * 16 ** 0.5 = 40 s (the smallest run,
+    # overhead-bound at 10 params -> 1 s, does not bend it).
+    three = [("fast", 10.0, 1.0), ("fast", 40.0, 10.0), ("fast", 160.0, 20.0)]
+    assert scaling.estimate_seconds_left(three, [("fast", 640.0)]) == pytest.approx(40.0)
 
 
 def test_config_differences():
@@ -213,13 +224,15 @@ def test_copied_reward_model_keeps_its_source_on_resume(tmp_path):
 
 
 def test_estimate_seconds_left_by_epoch():
-    # Budgets in epochs: a line through seconds per epoch (10 s/epoch at 10 params, 20 at 20:
+    # Budgets in epochs: a law of seconds per epoch (10 s/epoch at 10 params, 20 at 20:
     # seconds per epoch = 1 * params), times the mean epochs trained so far ((4 + 6) / 2 = 5).
     done = [("fast", 10.0, 40.0, 4.0), ("fast", 20.0, 120.0, 6.0)]
     assert scaling.estimate_seconds_left(done, [("fast", 30.0)]) == pytest.approx(30.0 * 5)
-    # A run without its epochs: the line through whole runs, as before.
+    # A run without its epochs: the law through whole runs (40 s at 10, 120 s at 20: exponent
+    # log 3 / log 2), so 30 params take 40 * 3 ** (log 3 / log 2) s.
     mixed = [("fast", 10.0, 40.0, 4.0), ("fast", 20.0, 120.0, None)]
-    assert scaling.estimate_seconds_left(mixed, [("fast", 30.0)]) == pytest.approx(200.0)
+    expected = 40.0 * 3.0 ** (math.log(3.0) / math.log(2.0))
+    assert scaling.estimate_seconds_left(mixed, [("fast", 30.0)]) == pytest.approx(expected)
 
 
 def test_seeds_share_the_reward_model_and_report_mean_and_std(study):

@@ -236,13 +236,16 @@ def estimate_seconds_left(
     done: Sequence[tuple], remaining: Sequence[tuple[str, float]]
 ) -> float | None:
     """Rough time left. ``done``: the finished runs as (variant, params, seconds) or (variant,
-    params, seconds, epochs trained). Per variant a least-squares line seconds = a + b * params
-    through the finished runs; a variant with fewer than two sizes done (or a line that does
-    not rise) borrows the line through all runs. When every finished run says how many epochs
-    it trained (budgets in epochs, early stopping), the line is through seconds per epoch and
+    params, seconds, epochs trained). Per variant a power law seconds = c * params ** b, a
+    least-squares line through log seconds against log params of the finished runs of the two
+    largest sizes finished so far; a variant with fewer than two sizes done (or a law that does
+    not rise, b <= 0) borrows the law through all runs. When every finished run says how many
+    epochs it trained (budgets in epochs, early stopping), the law is of seconds per epoch and
     each remaining run is predicted at the mean number of epochs trained so far. None while no
-    rising line can be fitted (e.g. after one run: small runs are overhead-bound, so scaling one
-    run by parameters would overstate the rest many times)."""
+    rising law can be fitted (e.g. after one run). A power law rather than a straight line: on
+    a CPU a step's time grows more slowly than the parameters over the presets (overhead-bound
+    small sizes), and a line through two small sizes overstated the synthetic study's 3m run
+    2.2 times (docs/scaling.md)."""
     epochs = [float(d[3]) for d in done if len(d) > 3 and d[3]]
     per_run = 1.0
     points = [(d[0], float(d[1]), float(d[2])) for d in done]
@@ -253,12 +256,16 @@ def estimate_seconds_left(
     def predictor(pairs):
         params = np.array([p for p, _ in pairs], float)
         seconds = np.array([s for _, s in pairs], float)
-        if len(set(params)) < 2:
+        if len(set(params)) < 2 or params.min() <= 0 or seconds.min() <= 0:
             return None
-        slope, intercept = np.polyfit(params, seconds, 1)
-        if slope <= 0:
+        # Fitted through the two largest sizes finished (every seed of each): the exponent
+        # rises with size as a step turns from overhead-bound to compute-bound, so the local
+        # one extrapolates best.
+        largest = params >= sorted(set(params))[-2]
+        exponent, log_scale = np.polyfit(np.log(params[largest]), np.log(seconds[largest]), 1)
+        if exponent <= 0:
             return None
-        return lambda p: max(intercept + slope * p, seconds.min())
+        return lambda p: max(float(np.exp(log_scale) * max(p, 1.0) ** exponent), seconds.min())
 
     pooled = predictor([(p, s) for _, p, s in points])
     total = 0.0
