@@ -343,3 +343,39 @@ def test_the_plotted_metric_follows_the_dataset():
     # Real data has no true model: the study plots N@L of the logged labels there.
     assert _config_dict("").scaling.metric == "test/true_reward"
     assert _config_dict("dataset=ml100k").scaling.metric == "test/N@6"
+
+
+def test_time_estimate_replay_over_a_recorded_study(tmp_path):
+    # benchmarks/scaling_time_estimates.py feeds the study's estimator what the study would
+    # have: generator seconds and epochs of the sizes finished, seeds of one size averaged.
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "scaling_time_estimates.py")
+    spec = importlib.util.spec_from_file_location("scaling_time_estimates", path)
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+
+    def run(params, seconds, epochs, reward_model="from fast_0.1m", generator_seconds=True):
+        return {
+            "variant": "fast",
+            "params_non_embedding": params,
+            "generator_seconds": seconds if generator_seconds else None,
+            "run_seconds": seconds + 100.0,
+            "reward_model": reward_model,
+            "results": {"stages/generator/epochs": epochs},
+        }
+
+    runs = [
+        # Trained the shared reward model and recorded no generator seconds: left out.
+        run(5, 999.0, 2.0, reward_model="trained", generator_seconds=False),
+        run(10, 20.0, 2.0),  # 10 s per epoch
+        run(40, 60.0, 3.0),  # 20 s per epoch: seconds per epoch = 10 * (params / 10) ** 0.5
+        run(160, 100.0, 2.0),  # seed 1 of 160 params
+        run(160, 140.0, 2.0),  # seed 2: actual = mean 120 s
+    ]
+    (tmp_path / "scaling.json").write_text(json.dumps({"runs": runs}))
+    rows = replay.replay(str(tmp_path / "scaling.json"))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["sizes_done"], row["params_predicted"], row["actual_s"]) == (2, 160, 120.0)
+    # 160 params: 10 * 16 ** 0.5 = 40 s per epoch, at the mean 2.5 epochs of the runs done.
+    assert row["estimate_s"] == pytest.approx(100.0)
+    assert row["ratio"] == pytest.approx(100.0 / 120.0)
