@@ -163,7 +163,7 @@ def test_estimate_seconds_left():
         pytest.approx(20.0 + 15.0)
     )
     # Never below the fastest finished run.
-    assert scaling.estimate_seconds_left(done, [("fast", 1.0)]) == pytest.approx(5.0)
+    assert scaling.estimate_seconds_left(done, [("fast", 0.0)]) == pytest.approx(5.0)
     # A straight line through 10 -> 5 s and 40 -> 10 s would say 160 params take 30 s; the law
     # says 20: slower than linear growth, as step times are over the presets on a CPU.
     assert scaling.estimate_seconds_left(done, [("fast", 160.0)]) < 30.0
@@ -371,7 +371,8 @@ def test_time_estimate_replay_over_a_recorded_study(tmp_path):
         run(160, 100.0, 2.0),  # seed 1 of 160 params
         run(160, 140.0, 2.0),  # seed 2: actual = mean 120 s
     ]
-    (tmp_path / "scaling.json").write_text(json.dumps({"runs": runs}))
+    document = {"budget": {"max_epochs": 20.0}, "runs": runs}
+    (tmp_path / "scaling.json").write_text(json.dumps(document))
     rows = replay.replay(str(tmp_path / "scaling.json"))
     assert len(rows) == 1
     row = rows[0]

@@ -265,7 +265,7 @@ def estimate_seconds_left(
         exponent, log_scale = np.polyfit(np.log(params[largest]), np.log(seconds[largest]), 1)
         if exponent <= 0:
             return None
-        return lambda p: max(float(np.exp(log_scale) * max(p, 1.0) ** exponent), seconds.min())
+        return lambda p: max(float(np.exp(log_scale) * p**exponent), seconds.min())
 
     pooled = predictor([(p, s) for _, p, s in points])
     total = 0.0
@@ -371,9 +371,9 @@ def _train_run(workdir, name, config, share, primary, label, log_fn, reward_seed
     return results
 
 
-def _seconds_left(timings: list, record: dict, remaining, report_only: bool, by_epoch: bool):
-    """Adds ``record``'s run to ``timings`` and estimates the time the ``remaining`` runs take
-    (``by_epoch``: the budget is in epochs, so the estimate goes by seconds per epoch)."""
+def timing_point(record: dict, by_epoch: bool) -> tuple[tuple, bool]:
+    """A run's record (a ``scaling.json`` run) as the time estimate's input: ((variant, params,
+    seconds, epochs or None), comparable). ``by_epoch``: the budget is in epochs."""
     # Timed from the generator stage's first line to the run's end where the run says
     # (generator_seconds), so that the run which trained the shared stages counts like the
     # others; a run without it that trained the reward model is slower than the others and
@@ -382,10 +382,20 @@ def _seconds_left(timings: list, record: dict, remaining, report_only: bool, by_
     seconds = record.get("generator_seconds")
     comparable = seconds is not None or record["reward_model"] != "trained"
     seconds = record["run_seconds"] if seconds is None else seconds
-    point = (record["variant"], record["params_non_embedding"], seconds, epochs)
-    timings.append((point, comparable))
-    points = [p for p, shared in timings if shared] or [p for p, _ in timings]
-    return None if report_only else estimate_seconds_left(points, remaining)
+    return (record["variant"], record["params_non_embedding"], seconds, epochs), comparable
+
+
+def estimate_points(timings: Sequence[tuple[tuple, bool]]) -> list[tuple]:
+    """The points of ``timings`` ((point, comparable) pairs) the estimate is fitted to: the
+    comparable ones, or all while none is."""
+    return [p for p, shared in timings if shared] or [p for p, _ in timings]
+
+
+def _seconds_left(timings: list, record: dict, remaining, report_only: bool, by_epoch: bool):
+    """Adds ``record``'s run to ``timings`` and estimates the time the ``remaining`` runs take
+    (``by_epoch``: the budget is in epochs, so the estimate goes by seconds per epoch)."""
+    timings.append(timing_point(record, by_epoch))
+    return None if report_only else estimate_seconds_left(estimate_points(timings), remaining)
 
 
 def _log_estimate(workdir: str, after: str, seconds: float, runs: list[str]) -> None:
