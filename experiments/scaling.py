@@ -91,6 +91,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # over the seeds. Every run shares the first seed's reward model. Also --seeds=1,2,3.
     sc.seeds = ()
     sc.seeds_up_to = ""  # The largest preset trained with every seed ("" = all of them).
+    # scaling.json files of earlier invocations of this study in other workdirs (also
+    # --earlier_reports=a.json,b.json): their runs join the report and time the estimate of the
+    # runs still to train, so a larger size can run later, elsewhere, without the smaller ones
+    # again. Each must be of the same study (dataset, vocabulary, budget, metric, and the same
+    # test scores of the reference lists that depend on the data and reward model alone).
+    sc.earlier_reports = ()
 
     if args["smoke"]:
         sc.sizes = ("0.01m", "0.03m")

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import pytest
 
@@ -380,3 +381,67 @@ def test_time_estimate_replay_over_a_recorded_study(tmp_path):
     # 160 params: 10 * 16 ** 0.5 = 40 s per epoch, at the mean 2.5 epochs of the runs done.
     assert row["estimate_s"] == pytest.approx(100.0)
     assert row["ratio"] == pytest.approx(100.0 / 120.0)
+
+
+def test_earlier_reports_join_the_report_and_time_the_estimate(study, tmp_path, monkeypatch):
+    # A later invocation in another workdir: seed 7 of 0.03m is planned; the first study's
+    # report (both sizes, the experiment's seed) comes in through --earlier_reports.
+    # Its timings are set to rise with size (smoke runs are too short to be sure they do).
+    document = json.load(open(os.path.join(study["workdir"], "scaling.json")))
+    for run, seconds in zip(document["runs"], (10.0, 40.0), strict=True):
+        run["generator_seconds"] = seconds
+    earlier = str(tmp_path / "earlier.json")
+    with open(earlier, "w") as f:
+        json.dump(document, f)
+    experiment, config = _configs(str(study["root"] / "tfds"))
+    config = dataclasses.replace(config, sizes=SIZES[1:], seeds=(7,), earlier_reports=(earlier,))
+    workdir = str(tmp_path / "later")
+    trained = []
+
+    def train_run(workdir_, name, run_config, *args):
+        # Stands in for training: the earlier 0.03m run's directory (same data, reward model
+        # and timings) becomes this run's; the estimate is what is under test here.
+        run_dir = os.path.join(workdir_, name)
+        shutil.copytree(os.path.join(study["workdir"], "fast_0.03m"), run_dir)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(config_check.config_json(run_config), f)
+        trained.append(name)
+        return json.load(open(os.path.join(workdir_, name, scaling.RESULTS_FILE)))
+
+    monkeypatch.setattr(scaling, "_train_run", train_run)
+    logs = []
+    document = scaling.run_study(experiment, config, workdir, logs.append)
+    assert trained == ["fast_0.03m_seed7"]
+    runs = [(r["size"], r["seed"], r.get("report")) for r in document["runs"]]
+    assert runs == [
+        ("0.03m", 7, None),
+        ("0.01m", experiment.seed, earlier),
+        ("0.03m", experiment.seed, earlier),
+    ]
+    # The two earlier sizes fit the law that estimated the run to train, before it trained.
+    logged = [json.loads(x) for x in open(os.path.join(workdir, scaling.ESTIMATES_FILE))]
+    assert [(e["after"], e["runs"]) for e in logged] == [("earlier reports", ["fast_0.03m_seed7"])]
+    earlier_runs = json.load(open(earlier))["runs"]
+    by_epoch = experiment.train.num_epochs > 0
+    points = [scaling.timing_point(r, by_epoch)[0] for r in earlier_runs]
+    expected = scaling.estimate_seconds_left(points, [("fast", float(points[1][1]))])
+    assert logged[0]["estimate_s"] == pytest.approx(expected)
+    assert any("for the 1 runs to train" in line for line in logs)
+    checks = [e for e in document["time_estimates"] if e["after"] == "earlier reports"]
+    assert checks[0]["actual_s"] == earlier_runs[1]["run_seconds"]
+    table = open(os.path.join(workdir, "scaling.md")).read()
+    assert f"- {earlier}: fast 0.01m {experiment.seed}, fast 0.03m {experiment.seed}" in table
+
+    # Another budget, another data set or reward model, a missing file: refused, named.
+    changed, _ = _configs(str(study["root"] / "tfds"), num_steps=7)
+    with pytest.raises(ValueError, match="another study: its budget is"):
+        scaling.run_study(changed, config, str(tmp_path / "other"), logs.append)
+    tampered = json.load(open(earlier))
+    tampered["references"]["reward_model_greedy"] += 0.01
+    (tmp_path / "tampered.json").write_text(json.dumps(tampered))
+    config = dataclasses.replace(config, earlier_reports=(str(tmp_path / "tampered.json"),))
+    with pytest.raises(ValueError, match="another data set or reward model: its reward_model_gr"):
+        scaling.run_study(experiment, config, workdir, logs.append, report_only=True)
+    config = dataclasses.replace(config, earlier_reports=(str(tmp_path / "none.json"),))
+    with pytest.raises(ValueError, match="no such scaling.json"):
+        scaling.run_study(experiment, config, workdir, logs.append, report_only=True)

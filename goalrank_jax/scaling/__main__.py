@@ -3,6 +3,8 @@
     python -m goalrank_jax.scaling --config=experiments/scaling.py --workdir=runs/scaling
     python -m goalrank_jax.scaling --config=experiments/scaling.py --workdir=runs/scaling \
         --sizes=0.1m,0.3m,1m --variants=prefix,fast --mge_results=runs/compare/comparison.json
+    python -m goalrank_jax.scaling --config=experiments/scaling.py --workdir=runs/scaling_10m \
+        --sizes=10m --earlier_reports=runs/scaling/scaling.json
 
 ``--config``, ``--workdir`` and the multi-host flags are goalrank_jax.main's (imported, not
 redefined); the flags below are the study's own. Exit codes as ``goalrank_jax.main``.
@@ -31,6 +33,12 @@ _SEEDS = flags.DEFINE_list(
     "Generator seeds of every size up to scaling.seeds_up_to (default: scaling.seeds).",
 )
 _MGE = flags.DEFINE_string("mge_results", None, "comparison.json with an MG-E curve to plot.")
+_EARLIER = flags.DEFINE_list(
+    "earlier_reports",
+    None,
+    "scaling.json files of earlier invocations of the same study in other workdirs: their runs "
+    "join the report and time the estimate (default: scaling.earlier_reports).",
+)
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report from runs done.")
 
 
@@ -56,6 +64,7 @@ def main(argv):
             variants=_VARIANTS.value,
             seeds=_SEEDS.value,
             mge_results=_MGE.value,
+            earlier_reports=_EARLIER.value,
         )
     except ValueError as err:
         print(f"error: invalid config: {err}", file=sys.stderr)

@@ -183,21 +183,37 @@ def estimate_lines(estimates: list[dict]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for e in estimates:
+        after = e["after"] + (f" (of {e['report']})" if e.get("report") else "")
         lines.append(
-            f"| {e['after']} | {len(e['runs'])} | {format_duration(e['estimate_s'])} | "
+            f"| {after} | {len(e['runs'])} | {format_duration(e['estimate_s'])} | "
             f"{format_duration(e['actual_s'])} | {e['ratio']:.2f} |"
         )
     return lines + [""]
 
 
-def write_report(
-    workdir, records, *, experiment, study, vocabulary, mge, command, estimates=()
-) -> dict:
-    """Writes scaling.md, scaling.json and scaling.png under ``workdir``; returns the JSON."""
-    list_len, metric = experiment.data.list_len, study["metric"]
-    columns = _quality_columns(list_len)
+def earlier_lines(records: list[dict]) -> list[str]:
+    """Which rows come from earlier reports of the study (``--earlier_reports``)."""
+    sources: dict[str, list[str]] = {}
+    for r in records:
+        if r.get("report"):
+            sources.setdefault(r["report"], []).append(f"{r['variant']} {r['size']} {r['seed']}")
+    if not sources:
+        return []
+    lines = [
+        "",
+        "Runs from earlier reports of this study (same dataset, vocabulary, budget and metric; "
+        "the same test scores of the seedless reference lists, so the same data and reward "
+        "model), as variant, size, seed:",
+        "",
+    ]
+    return lines + [f"- {path}: {', '.join(runs)}" for path, runs in sources.items()]
+
+
+def budget_of(experiment) -> dict:
+    """The budget every run of the study trains under (the report's "budget"; two reports of
+    one study have the same)."""
     train = experiment.train
-    budget = {
+    return {
         "batch_size": train.batch_size,
         **(
             {"max_epochs": train.num_epochs, "patience": train.patience}
@@ -214,6 +230,15 @@ def write_report(
         "supervised_weight": experiment.gro.supervised_weight,
         "reward_model_steps": experiment.reward_model.train.num_steps,
     }
+
+
+def write_report(
+    workdir, records, *, experiment, study, vocabulary, mge, command, estimates=()
+) -> dict:
+    """Writes scaling.md, scaling.json and scaling.png under ``workdir``; returns the JSON."""
+    list_len, metric = experiment.data.list_len, study["metric"]
+    columns = _quality_columns(list_len)
+    budget = budget_of(experiment)
     first = records[0]["results"]
     references = {}
     for policy in ("reward_model_greedy", "logged", "true_relevance_sort", "oracle", "random"):
@@ -256,6 +281,7 @@ def write_report(
             f"{r['params_total']:,} | {seeds} | " + " | ".join(cells) + f" | {_epochs(runs)} | "
             f"{step:.3f} | {format_duration(wall)} | {sources} |"
         )
+    lines += earlier_lines(records)
     lines += ["", "Trend:", "", *trend_lines(records, metric), ""]
     if references:
         lines += [f"Reference policies on the same test split ({metric}): "]

@@ -70,6 +70,12 @@ class ScalingConfig:
     # The largest preset trained with every seed; larger ones run the first seed only
     # ("" = every size runs every seed).
     seeds_up_to: str = ""
+    # scaling.json files of earlier invocations of this study in other workdirs (e.g. the
+    # smaller sizes, run in another session): their runs join the report and time the estimate
+    # of the runs still to train. Each is checked to be of the same study (dataset, vocabulary,
+    # budget, metric, and the test value of every reference list that does not depend on the
+    # seed, i.e. the same data and reward model).
+    earlier_reports: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.sizes or not self.variants:
@@ -100,7 +106,7 @@ def from_config_dict(config, num_devices: int = 1, **overrides):
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     scaling = dict(values.pop("scaling", {}))
     scaling.update({k: v for k, v in overrides.items() if v is not None})
-    for name in ("sizes", "variants", "seeds"):
+    for name in ("sizes", "variants", "seeds", "earlier_reports"):
         if name in scaling:
             scaling[name] = tuple(scaling[name])
     if "seeds" in scaling:
@@ -436,8 +442,75 @@ def estimate_checks(workdir: str) -> list[dict]:
     return checks
 
 
-def _write_report(workdir, records, experiment, study, vocab, command, primary, log_fn) -> dict:
-    """The report of ``records`` (written by process 0 only; the others return the runs)."""
+# Reference lists whose test value is a function of the data and the reward model alone (the
+# random list's draws depend on the run's seed): equal values say two reports share both.
+SEEDLESS_REFERENCES = ("reward_model_greedy", "logged", "true_relevance_sort", "oracle")
+
+
+def read_earlier_reports(paths, experiment, study, vocab) -> list[tuple[str, dict]]:
+    """(path, document) of every earlier report of this study; ValueError naming the first
+    difference (dataset, vocabulary, budget or metric) of one that is not."""
+    documents = []
+    expected = {
+        "dataset": experiment.data.dataset,
+        "vocabulary": {"num_users": vocab[0], "num_items": vocab[1]},
+        "budget": report.budget_of(experiment),
+        "metric": study.metric,
+    }
+    for path in paths:
+        document = _read_json(path)
+        if document is None or "runs" not in document:
+            raise ValueError(f"earlier report {path}: no such scaling.json (or it has no runs).")
+        found = {**{k: document.get(k) for k in expected}, "metric": document["study"]["metric"]}
+        for key, value in expected.items():
+            if json.loads(json.dumps(found[key])) != json.loads(json.dumps(value)):
+                raise ValueError(
+                    f"earlier report {path} is of another study: its {key} is {found[key]}, "
+                    f"this study's is {value}."
+                )
+        documents.append((path, document))
+    return documents
+
+
+def check_earlier_references(earlier, records) -> None:
+    """ValueError when a newly trained run's seedless reference lists (SEEDLESS_REFERENCES)
+    score otherwise on test than in an earlier report: another data set or reward model."""
+    for path, document in earlier:
+        metric = document["study"]["metric"].split("/", 1)[1]
+        for record in records:
+            if record.get("report"):
+                continue
+            for policy in SEEDLESS_REFERENCES:
+                before = document.get("references", {}).get(policy)
+                now = record["results"].get(f"test/{policy}/{metric}")
+                if before is not None and now is not None and abs(before - now) > 1e-6:
+                    raise ValueError(
+                        f"earlier report {path} is of another data set or reward model: its "
+                        f"{policy} list scores {before:.6f} on test, run {record['workdir']} "
+                        f"{now:.6f}."
+                    )
+
+
+def earlier_runs(earlier, keys) -> list[dict]:
+    """The earlier reports' runs (each marked with its report) but those of ``keys`` ((size,
+    variant, seed) of the runs this workdir has or plans: those replace them); a run in two
+    reports is taken from the first."""
+    have = {(variant, size, seed) for size, variant, seed in keys}
+    runs = []
+    for path, document in earlier:
+        for run_record in document["runs"]:
+            key = (run_record["variant"], run_record["size"], run_record["seed"])
+            if key not in have:
+                have.add(key)
+                runs.append({**run_record, "cached": True, "report": path})
+    return runs
+
+
+def _write_report(
+    workdir, records, experiment, study, vocab, command, primary, log_fn, earlier=()
+) -> dict:
+    """The report of ``records`` (written by process 0 only; the others return the runs);
+    ``earlier``: the (path, document) of earlier reports, whose time estimates it repeats."""
     mge = _read_json(study.mge_results) if study.mge_results else None
     if study.mge_results and mge is None:
         raise ValueError(f"--mge_results {study.mge_results} does not exist.")
@@ -451,7 +524,10 @@ def _write_report(workdir, records, experiment, study, vocab, command, primary, 
         vocabulary={"num_users": vocab[0], "num_items": vocab[1]},
         mge=mge,
         command=command,
-        estimates=estimate_checks(workdir),
+        estimates=[
+            *({**e, "report": path} for path, d in earlier for e in d.get("time_estimates", [])),
+            *estimate_checks(workdir),
+        ],
     )
     log_fn(f"[scaling] report: {os.path.join(workdir, 'scaling.md')}")
     return document
@@ -489,7 +565,26 @@ def run_study(
         for s, v, _ in plan
     }
     names = {entry: run_name(*entry, experiment.seed) for entry in plan}
-    records, timings = [], []
+    by_epoch = experiment.train.num_epochs > 0
+    earlier = read_earlier_reports(study.earlier_reports, experiment, study, vocab)
+    previous = earlier_runs(earlier, plan)
+    # The earlier reports' runs time the estimate from the start, smallest first.
+    ordered = sorted(previous, key=lambda r: r["params_non_embedding"])
+    timings = [timing_point(r, by_epoch) for r in ordered]
+    to_train = [
+        e for e in plan if not os.path.exists(os.path.join(workdir, names[e], RESULTS_FILE))
+    ]
+    if previous:
+        log_fn(f"[scaling] {len(previous)} runs from {len(earlier)} earlier report(s)")
+        points = estimate_points(timings)
+        left = estimate_seconds_left(
+            points, [(v, float(counts[s, v].non_embedding)) for s, v, _ in to_train]
+        )
+        if left is not None and to_train and not report_only:
+            if primary:
+                _log_estimate(workdir, "earlier reports", left, [names[e] for e in to_train])
+            log_fn(f"[scaling] about {format_duration(left)} for the {len(to_train)} runs to train")
+    records = []
     for index, (size, variant, seed) in enumerate(plan):
         name = names[size, variant, seed]
         run_dir = os.path.join(workdir, name)
@@ -516,7 +611,6 @@ def run_study(
             if not os.path.exists(os.path.join(workdir, names[entry], RESULTS_FILE))
         ]
         remaining = [(v, float(counts[s, v].non_embedding)) for s, v, _ in later]
-        by_epoch = experiment.train.num_epochs > 0
         left = _seconds_left(timings, record, remaining, report_only, by_epoch)
         if left is not None and remaining and primary:
             _log_estimate(workdir, name, left, [names[entry] for entry in later])
@@ -527,6 +621,11 @@ def run_study(
             + (f", about {format_duration(left)} left" if left is not None and remaining else "")
         )
     records += _other_finished_runs(workdir, experiment, study, set(plan), vocab, log_fn)
+    check_earlier_references(earlier, records)
+    have = [*plan, *((r["size"], r["variant"], r["seed"]) for r in records)]
+    records += earlier_runs(earlier, have)
     if not records:
         raise ValueError(f"No run of {plan} has finished under {workdir}.")
-    return _write_report(workdir, records, experiment, study, vocab, command, primary, log_fn)
+    return _write_report(
+        workdir, records, experiment, study, vocab, command, primary, log_fn, earlier
+    )
