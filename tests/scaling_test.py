@@ -386,14 +386,19 @@ def test_time_estimate_replay_over_a_recorded_study(tmp_path):
 def test_earlier_reports_join_the_report_and_time_the_estimate(study, tmp_path, monkeypatch):
     # A later invocation in another workdir: seed 7 of 0.03m is planned; the first study's
     # report (both sizes, the experiment's seed) comes in through --earlier_reports.
-    # Its timings are set to rise with size (smoke runs are too short to be sure they do).
+    # Its runs of the experiment's seed (other tests may have added seeds to that workdir),
+    # with timings set to rise with size (smoke runs are too short to be sure they do).
+    experiment, config = _configs(str(study["root"] / "tfds"))
     document = json.load(open(os.path.join(study["workdir"], "scaling.json")))
+    document["runs"] = sorted(
+        (r for r in document["runs"] if r["seed"] == experiment.seed),
+        key=lambda r: r["params_non_embedding"],
+    )
     for run, seconds in zip(document["runs"], (10.0, 40.0), strict=True):
         run["generator_seconds"] = seconds
     earlier = str(tmp_path / "earlier.json")
     with open(earlier, "w") as f:
         json.dump(document, f)
-    experiment, config = _configs(str(study["root"] / "tfds"))
     config = dataclasses.replace(config, sizes=SIZES[1:], seeds=(7,), earlier_reports=(earlier,))
     workdir = str(tmp_path / "later")
     trained = []
