@@ -478,8 +478,6 @@ def check_earlier_references(earlier, records) -> None:
     for path, document in earlier:
         metric = document["study"]["metric"].split("/", 1)[1]
         for record in records:
-            if record.get("report"):
-                continue
             for policy in SEEDLESS_REFERENCES:
                 before = document.get("references", {}).get(policy)
                 now = record["results"].get(f"test/{policy}/{metric}")
@@ -571,15 +569,19 @@ def run_study(
     # The earlier reports' runs time the estimate from the start, smallest first.
     ordered = sorted(previous, key=lambda r: r["params_non_embedding"])
     timings = [timing_point(r, by_epoch) for r in ordered]
-    to_train = [
-        e for e in plan if not os.path.exists(os.path.join(workdir, names[e], RESULTS_FILE))
-    ]
+
+    def unfinished(entries):
+        return [
+            e for e in entries if not os.path.exists(os.path.join(workdir, names[e], RESULTS_FILE))
+        ]
+
+    def params(entries):
+        return [(v, float(counts[s, v].non_embedding)) for s, v, _ in entries]
+
     if previous:
         log_fn(f"[scaling] {len(previous)} runs from {len(earlier)} earlier report(s)")
-        points = estimate_points(timings)
-        left = estimate_seconds_left(
-            points, [(v, float(counts[s, v].non_embedding)) for s, v, _ in to_train]
-        )
+        to_train = unfinished(plan)
+        left = estimate_seconds_left(estimate_points(timings), params(to_train))
         if left is not None and to_train and not report_only:
             if primary:
                 _log_estimate(workdir, "earlier reports", left, [names[e] for e in to_train])
@@ -605,12 +607,8 @@ def run_study(
         record = _record(size, variant, seed, run_dir, counts[size, variant], results, cached)
         records.append(record)
         # The runs still to train (finished ones later in the plan are served from the cache).
-        later = [
-            entry
-            for entry in plan[index + 1 :]
-            if not os.path.exists(os.path.join(workdir, names[entry], RESULTS_FILE))
-        ]
-        remaining = [(v, float(counts[s, v].non_embedding)) for s, v, _ in later]
+        later = unfinished(plan[index + 1 :])
+        remaining = params(later)
         left = _seconds_left(timings, record, remaining, report_only, by_epoch)
         if left is not None and remaining and primary:
             _log_estimate(workdir, name, left, [names[entry] for entry in later])
