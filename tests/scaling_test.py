@@ -447,6 +447,12 @@ def test_earlier_reports_join_the_report_and_time_the_estimate(study, tmp_path, 
     config = dataclasses.replace(config, earlier_reports=(str(tmp_path / "tampered.json"),))
     with pytest.raises(ValueError, match="another data set or reward model: its reward_model_gr"):
         scaling.run_study(experiment, config, workdir, logs.append, report_only=True)
+    # Found as soon as the first new run has finished, before the next one trains.
+    trained.clear()
+    two_seeds = dataclasses.replace(config, seeds=(8, 9))
+    with pytest.raises(ValueError, match="another data set or reward model"):
+        scaling.run_study(experiment, two_seeds, str(tmp_path / "stops"), logs.append)
+    assert trained == ["fast_0.03m_seed8"]
     config = dataclasses.replace(config, earlier_reports=(str(tmp_path / "none.json"),))
     with pytest.raises(ValueError, match="no such scaling.json"):
         scaling.run_study(experiment, config, workdir, logs.append, report_only=True)

@@ -605,6 +605,9 @@ def run_study(
             log_fn(f"[scaling] {name}: not finished; left out of the report")
             continue
         record = _record(size, variant, seed, run_dir, counts[size, variant], results, cached)
+        # Checked as each run finishes, so another reward model stops the study after its first
+        # run instead of after every run has trained.
+        check_earlier_references(earlier, [record])
         records.append(record)
         # The runs still to train (finished ones later in the plan are served from the cache).
         later = unfinished(plan[index + 1 :])
@@ -618,8 +621,9 @@ def run_study(
             f"{index + 1}/{len(plan)} runs, elapsed {format_duration(time.time() - start)}"
             + (f", about {format_duration(left)} left" if left is not None and remaining else "")
         )
-    records += _other_finished_runs(workdir, experiment, study, set(plan), vocab, log_fn)
-    check_earlier_references(earlier, records)
+    others = _other_finished_runs(workdir, experiment, study, set(plan), vocab, log_fn)
+    check_earlier_references(earlier, others)
+    records += others
     have = [*plan, *((r["size"], r["variant"], r["seed"]) for r in records)]
     records += earlier_runs(earlier, have)
     if not records:
