@@ -178,25 +178,30 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
     assert "validation" not in mge  # MG-E's pool members are selected each on their own
 
 
+def _one_seed_report(tmp_path, rows, *, dataset, ks, aliases):
+    """report.write of one seed's ``rows`` on test, L = 6, without ablation sweeps or timings."""
+    return report.write(
+        str(tmp_path),
+        {1: rows},
+        dataset=dataset,
+        split="test",
+        list_len=6,
+        ks=ks,
+        group_sizes=(),
+        aliases=aliases,
+        defaults={},
+        command="cmd",
+        timings={},
+    )
+
+
 def test_real_data_orders_on_logged_labels_and_the_simulator_only_as_a_secondary(tmp_path):
     def row(ndcg, sim):
         return {"N@6": ndcg, "H@6": ndcg + 0.05, "sim_reward": sim}
 
     # The simulator prefers DNN; the logged labels prefer GoalRank.
     results = {"goalrank": row(0.30, 1.0), "mge@1": row(0.25, 1.5), "dnn": row(0.20, 2.0)}
-    document = report.write(
-        str(tmp_path),
-        {1: results},
-        dataset="ml100k",
-        split="test",
-        list_len=6,
-        ks=(1,),
-        group_sizes=(),
-        aliases={},
-        defaults={},
-        command="cmd",
-        timings={},
-    )
+    document = _one_seed_report(tmp_path, results, dataset="ml100k", ks=(1,), aliases={})
     assert document["primary_metric"] == "N@6"
     assert document["ordering"]["checks"][0]["holds"]  # GoalRank > MG-E on N@6
     assert [o["metric"] for o in document["ordering_other_metrics"]] == ["sim_reward"]
@@ -207,6 +212,30 @@ def test_real_data_orders_on_logged_labels_and_the_simulator_only_as_a_secondary
         "Checked on the mean `sim_reward` (the held-out simulator: secondary, not used for a "
         "conclusion):" in text
     )
+
+
+def test_a_comparison_of_goalrank_runs_alone_reports_no_empty_sections(tmp_path):
+    # compare.methods=goalrank,goalrank_prefix, no ablations: no MG-E, G-E or generator-only
+    # rows, so neither an MG-E curve nor an ordering to check, nor a construction section of
+    # the default run under its ablation name.
+    values = _comparison_values(methods=("goalrank", "goalrank_prefix"), ablations=())
+    experiment, comparison = comparison_config.from_config_dict(values)
+    aliases = training.same_run_aliases(experiment, comparison)
+    assert aliases == {}
+    rows = {"goalrank": {"true_reward": 0.9}, "goalrank_prefix": {"true_reward": 0.8}}
+    rows["random"] = {"true_reward": 0.5}
+    document = _one_seed_report(
+        tmp_path, rows, dataset="synthetic", ks=comparison.mge_ks, aliases=aliases
+    )
+    assert document["plots"] == []
+    assert document["ordering"]["checks"] == []
+    text = (tmp_path / "comparison.md").read_text()
+    assert "MG-E as the number" not in text and "Group construction" not in text
+    assert "best MG-E is" not in text
+    assert (
+        "Not checked: the comparison has no row of best MG-E, best G-E, best generator-only" in text
+    )
+    assert "| GoalRank, prefix generator (paper-faithful) | 0.8000 ± 0.0000 |" in text
 
 
 def test_ordering_names_the_best_of_each_family():

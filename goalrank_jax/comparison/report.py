@@ -250,8 +250,11 @@ def plots(summary, output_dir: str, ks, group_sizes, list_len: int, dataset: str
     import matplotlib.pyplot as plt
 
     metrics = plot_metrics(summary, list_len)
-    fig = _mge_plot(plt, summary, metrics, ks)
-    written = [_save(fig, plt, output_dir, "mge_vs_k.png", "MG-E vs number of generators", dataset)]
+    written = []
+    if any(f"mge@{k}" in summary for k in ks):  # a comparison without MG-E has no curve
+        fig = _mge_plot(plt, summary, metrics, ks)
+        title = "MG-E vs number of generators"
+        written.append(_save(fig, plt, output_dir, "mge_vs_k.png", title, dataset))
     rows = [(k, f"goalrank_K{k}") for k in group_sizes if f"goalrank_K{k}" in summary]
     if rows:
         fig = _group_size_plot(plt, summary, metrics, rows)
@@ -369,7 +372,12 @@ def section(heading: str, picture: str, alt: str, body: str) -> list[str]:
 
 def ordering_lines(metric: str, results: Sequence[dict]) -> list[str]:
     """One bullet per check of each ordering; the later ones are on logged-label metrics."""
-    lines = ["## The paper's ordering", "", ORDERING_INTRO.format(metric=metric), ""]
+    lines = ["## The paper's ordering", ""]
+    if not any(result["checks"] for result in results):
+        missing = [name for name, row in results[0]["best"].items() if row is None]
+        named = ", ".join(missing)
+        return lines + [f"Not checked: the comparison has no row of {named} (compare.methods)."]
+    lines += [ORDERING_INTRO.format(metric=metric), ""]
     for index, result in enumerate(results):
         if index:
             label = secondary_label(result["metric"])
@@ -534,7 +542,7 @@ def write(
     lines += ordering_lines(metric, [checks] + other_checks) + [""]
     if selected:
         lines += [f"The best MG-E is MG-E with k chosen on `{mge_selection['metric']}`.", ""]
-    else:
+    elif mge_rows:
         lines += [
             f"The best MG-E is the best k on `{split}` itself: an optimistic bound for MG-E "
             "(these cached results hold no MG-E evaluation on the validation split).",
@@ -543,7 +551,7 @@ def write(
     validation = validation_summary(records, aliases)
     val_column = f"validation {select_metric} (selected)"
     for picture, heading, alt, rows in picture_sections(summary, ks, group_sizes):
-        if picture not in pictures:  # (mge_vs_k.png always is)
+        if picture not in pictures:
             continue
         if picture != "mge_vs_k.png" and select_metric and any(r in validation for r, _ in rows):
             body = table(

@@ -113,7 +113,8 @@ def same_run_aliases(experiment, comparison) -> dict[str, str]:
         for k in comparison.group_sizes:
             if k == experiment.gro.group_size:
                 aliases[f"goalrank_K{k}"] = "goalrank"
-    aliases[f"goalrank_{experiment.gro.group_construction}"] = "goalrank"
+    if "group_construction" in comparison.ablations:
+        aliases[f"goalrank_{experiment.gro.group_construction}"] = "goalrank"
     return aliases
 
 
