@@ -533,11 +533,17 @@ def test_a_seed_evaluated_again_keeps_the_seconds_its_stages_trained(tmp_path):
     from goalrank_jax.comparison import compare
 
     path = tmp_path / "results.json"
-    restored = {"dnn": 0.5, "goalrank": 0.7}
+    # dnn and goalrank were only restored here; goalrank_prefix trained on under a grown budget
+    # (its checkpoint's total over both invocations).
+    restored = {"dnn": 0.5, "goalrank": 0.7, "goalrank_prefix": 6632.0}
     assert compare._earlier_stage_seconds(str(path), restored) == {}
-    earlier = {"dnn": 254.0, "goalrank": 1794.0, "evaluation": 213.0, "seed_total": 3606.0}
+    earlier = {"dnn": 254.0, "goalrank": 1794.0, "goalrank_prefix": 2671.8, "evaluation": 213.0}
     path.write_text(json.dumps({"rows": {}, "seconds": earlier}))
-    assert compare._earlier_stage_seconds(str(path), restored) == {"dnn": 254.0, "goalrank": 1794.0}
+    assert compare._earlier_stage_seconds(str(path), restored) == {
+        "dnn": 254.0,
+        "goalrank": 1794.0,
+        "goalrank_prefix": 6632.0,
+    }
 
 
 def test_a_one_seed_report_restores_that_seeds_results(smoke_comparison, tmp_path):

@@ -154,12 +154,15 @@ def _load_cached(
 
 
 def _earlier_stage_seconds(path: str, seconds: dict[str, float]) -> dict[str, float]:
-    """{stage: seconds} of the earlier results at ``path`` for the stages in ``seconds``."""
+    """{stage: seconds} for the stages of ``seconds`` (this invocation's) that the earlier
+    results at ``path`` also timed: the larger of the two. A stage only restored here took its
+    seconds in the earlier invocation; one that trained on here under a grown budget has its
+    checkpoint's total over every invocation, which is larger than the earlier figure."""
     if not os.path.exists(path):
         return {}
     with open(path) as f:
         earlier = json.load(f).get("seconds", {})
-    return {stage: earlier[stage] for stage in seconds if stage in earlier}
+    return {stage: max(earlier[stage], seconds[stage]) for stage in seconds if stage in earlier}
 
 
 def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, int]:
@@ -295,7 +298,8 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     results = seed_eval(batches, key, shared.simulator_params)
     seconds = dict(models.train_seconds)
     # A seed evaluated again (its cache lacked rows) restored its stages: the seconds they took
-    # to train are those of the earlier invocation, kept from its results.
+    # to train are those of the earlier invocation, kept from its results, unless a stage
+    # trained on here (a grown budget): then its checkpoint's total over the invocations.
     seconds.update(_earlier_stage_seconds(os.path.join(seed_dir, report.RESULTS_FILE), seconds))
     seconds["evaluation"] = time.time() - eval_start
     document = {
