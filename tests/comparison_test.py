@@ -176,6 +176,63 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
     assert "1 of 5 stages were selected at the last step of their budget" in text
     mge = text.split("## MG-E as the number of generators k grows")[1].split("##")[0]
     assert "validation" not in mge  # MG-E's pool members are selected each on their own
+    rule = text.split("## Ablations against the default on validation")[1].split("##")[0]
+    assert "| K = 5 | 0.2100 (seeds 1) | 0.3100 | -0.1000 ± n/a | 0 of 1 | no |" in rule
+    assert [v["run"] for v in document["default_rule"]["runs"]] == ["goalrank_K5"]
+
+
+def test_default_rule_needs_every_seed_above_and_two_standard_errors():
+    def stages(default, **runs):
+        return {"goalrank": {"selected_value": default}} | {
+            name: {"selected_value": value} for name, value in runs.items()
+        }
+
+    records = {
+        "2": stages(0.30, goalrank_K16=0.303, goalrank_wG0=0.31, goalrank_prob=0.29),
+        "10": stages(0.40, goalrank_K16=0.401, goalrank_wG0=0.39, goalrank_prob=float("nan")),
+        "1": stages(0.20, goalrank_K16=0.202, goalrank_wG0=0.21),
+        "shared by all seeds": {"reward_model": {"selected_value": 0.8}},
+    }
+    runs = [
+        ("goalrank_K8", "K = 8"),
+        ("goalrank_K16", "K = 16"),
+        ("goalrank_wG0", "pure GRO"),
+        ("goalrank_prob", "prob CE"),
+        ("goalrank_plackett_luce", "Plackett-Luce"),  # no record: left out
+    ]
+    verdicts = report.default_rule(records, runs, {"goalrank_K8": "goalrank"})
+    by_run = {v["run"]: v for v in verdicts}
+    assert list(by_run) == ["goalrank_K16", "goalrank_wG0", "goalrank_prob"]
+    k16 = by_run["goalrank_K16"]
+    assert k16["seeds"] == ["1", "2", "10"]  # numeric order, the shared stages left out
+    # Differences 0.002, 0.003, 0.001: mean 0.002, sample std 0.001, se 0.001 / sqrt(3).
+    assert k16["difference_mean"] == pytest.approx(0.002)
+    assert k16["difference_se"] == pytest.approx(0.001 / 3**0.5)
+    assert (k16["seeds_above"], k16["meets_rule"]) == (3, True)
+    # Above in two of three seeds (+0.01, +0.01, -0.01): fails whatever the mean.
+    assert (by_run["goalrank_wG0"]["seeds_above"], by_run["goalrank_wG0"]["meets_rule"]) == (
+        2,
+        False,
+    )
+    # One finite seed (seed 10's value is NaN): never enough to change a default.
+    prob = by_run["goalrank_prob"]
+    assert prob["seeds"] == ["2"] and prob["difference_mean"] == pytest.approx(-0.01)
+    assert np.isnan(prob["difference_se"]) and not prob["meets_rule"]
+    # Every seed above but inside two standard errors: differences 0.001 and 0.009, mean
+    # 0.005, se 0.004, so 0.005 < 2 x 0.004.
+    close = report.default_rule(
+        {"1": stages(0.3, goalrank_K5=0.301), "2": stages(0.3, goalrank_K5=0.309)},
+        [("goalrank_K5", "K = 5")],
+        {},
+    )
+    assert close[0]["difference_se"] == pytest.approx(0.004)
+    assert (close[0]["seeds_above"], close[0]["meets_rule"]) == (2, False)
+    lines = "\n".join(report.default_rule_lines(verdicts, "N@6"))
+    assert (
+        "| K = 16 | 0.2020 / 0.3030 / 0.4010 (seeds 1, 2, 10) | 0.2000 / 0.3000 / 0.4000 | "
+        "+0.0020 ± 0.0006 | 3 of 3 | **yes** |" in lines
+    )
+    assert "| prob CE | 0.2900 (seeds 2) | 0.3000 | -0.0100 ± n/a | 0 of 1 | no |" in lines
 
 
 def _one_seed_report(tmp_path, rows, *, dataset, ks, aliases):

@@ -29,6 +29,9 @@ RESULTS_FILE = "results.json"
 ORDERING_INTRO = (
     "Checked on the mean `{metric}` (GoalRank > best MG-E > best G-E > best generator-only):"
 )
+# A default changes only if an ablation validates above it in every seed and by more than this
+# many standard errors of the mean paired difference (default_rule; docs/results.md).
+RULE_STANDARD_ERRORS = 2.0
 MGE_CURVES = (("mge", "MG-E"), ("mge_no_rm", "MG-E without the evaluator's greedy"))
 LABELS = {
     "dnn": "DNN (pointwise MLP, sort)",
@@ -357,6 +360,88 @@ def validation_summary(
     return values
 
 
+def _seed_order(seed) -> tuple[int, int, str]:
+    """Sort key of a records key: seeds by number, anything else after them."""
+    text = str(seed)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def default_rule(
+    records: dict[str, dict[str, dict]],
+    runs: Sequence[tuple[str, str]],
+    aliases: dict[str, str],
+    default: str = "goalrank",
+) -> list[dict]:
+    """The rule for changing a default, applied to each run of ``runs`` ([(stage, label)]) that
+    is not the default itself or one of its ``aliases``: the validation value it was selected at
+    minus the default's, paired by seed over the seeds whose records hold both (finite), their
+    mean and its standard error (sample std with ddof = 1 over sqrt(n)), in how many seeds the
+    run is above, and whether it meets the rule: above the default in every one of at least
+    two seeds, and the mean difference more than RULE_STANDARD_ERRORS standard errors."""
+
+    def value(stages, stage):
+        selected = stages.get(stage, {}).get("selected_value")
+        return float(selected) if selected is not None and math.isfinite(selected) else None
+
+    verdicts = []
+    for stage, label in runs:
+        if stage == default or aliases.get(stage) == default:
+            continue
+        pairs = {
+            str(seed): (value(stages, stage), value(stages, default))
+            for seed, stages in sorted(records.items(), key=lambda item: _seed_order(item[0]))
+        }
+        pairs = {s: p for s, p in pairs.items() if None not in p}
+        if not pairs:
+            continue
+        differences = np.array([run - base for run, base in pairs.values()])
+        n = len(differences)
+        se = float(np.std(differences, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        mean = float(differences.mean())
+        above = int((differences > 0).sum())
+        verdicts.append(
+            {
+                "run": stage,
+                "label": label,
+                "seeds": list(pairs),
+                "values": [run for run, _ in pairs.values()],
+                "default_values": [base for _, base in pairs.values()],
+                "difference_mean": mean,
+                "difference_se": se,
+                "seeds_above": above,
+                "meets_rule": bool(n > 1 and above == n and mean > RULE_STANDARD_ERRORS * se),
+            }
+        )
+    return verdicts
+
+
+def default_rule_lines(verdicts: Sequence[dict], metric: str) -> list[str]:
+    """The markdown section of :func:`default_rule`'s verdicts."""
+    lines = [
+        "## Ablations against the default on validation",
+        "",
+        f"The rule for changing a default: an ablation replaces it only if its `validation/"
+        f"{metric}` at the selected step is above the default's in every seed (at least two) and "
+        f"the mean paired difference is more than {RULE_STANDARD_ERRORS:g} standard errors above "
+        "zero. The test split is not used.",
+        "",
+        f"| GoalRank run | validation {metric}, by seed | default's, by seed | "
+        "minus default, mean ± se | seeds above | meets the rule |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        by_seed = " / ".join(f"{x:.4f}" for x in v["values"])
+        defaults = " / ".join(f"{x:.4f}" for x in v["default_values"])
+        seeds = "seeds " + ", ".join(v["seeds"])
+        se = "n/a" if math.isnan(v["difference_se"]) else f"{v['difference_se']:.4f}"
+        lines.append(
+            f"| {v['label']} | {by_seed} ({seeds}) | {defaults} | "
+            f"{v['difference_mean']:+.4f} ± {se} | {v['seeds_above']} of {len(v['seeds'])} | "
+            f"{'**yes**' if v['meets_rule'] else 'no'} |"
+        )
+    return lines + [""]
+
+
 def with_validation(summary, validation, column: str) -> dict:
     """``summary`` with each row's validation statistic added as the metric ``column``."""
     return {
@@ -563,6 +648,16 @@ def write(
         else:
             body = table(summary, rows, columns, len(seeds))
         lines += section(heading, picture, alt, body)
+    ablation_runs = [
+        row
+        for picture, _, _, rows in picture_sections(summary, ks, group_sizes)
+        if picture != "mge_vs_k.png" and picture in pictures
+        for row in rows
+    ]
+    ablation_runs += [("goalrank_prefix", LABELS["goalrank_prefix"])]
+    verdicts = default_rule(records, ablation_runs, aliases) if select_metric else []
+    if verdicts:
+        lines += default_rule_lines(verdicts, select_metric)
     lines += training_lines(records)
     lines += timing_lines(timings)
     _replace_file(os.path.join(output_dir, "comparison.md"), lambda f: f.write("\n".join(lines)))
@@ -584,6 +679,11 @@ def write(
         "timings": timings,
         "training": records,
         "validation_selected": {"metric": select_metric, "rows": validation},
+        "default_rule": {
+            "metric": select_metric,
+            "standard_errors": RULE_STANDARD_ERRORS,
+            "runs": verdicts,
+        },
     }
     write_json(os.path.join(output_dir, "comparison.json"), document)
     return document
