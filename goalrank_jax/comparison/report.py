@@ -635,7 +635,8 @@ def write(
         ]
     validation = validation_summary(records, aliases)
     val_column = f"validation {select_metric} (selected)"
-    for picture, heading, alt, rows in picture_sections(summary, ks, group_sizes):
+    sections = picture_sections(summary, ks, group_sizes)
+    for picture, heading, alt, rows in sections:
         if picture not in pictures:
             continue
         if picture != "mge_vs_k.png" and select_metric and any(r in validation for r, _ in rows):
@@ -650,7 +651,7 @@ def write(
         lines += section(heading, picture, alt, body)
     ablation_runs = [
         row
-        for picture, _, _, rows in picture_sections(summary, ks, group_sizes)
+        for picture, _, _, rows in sections
         if picture != "mge_vs_k.png" and picture in pictures
         for row in rows
     ]
