@@ -593,10 +593,10 @@ def test_a_seed_evaluated_again_keeps_the_seconds_its_stages_trained(tmp_path):
     # dnn and goalrank were only restored here; goalrank_prefix trained on under a grown budget
     # (its checkpoint's total over both invocations).
     restored = {"dnn": 0.5, "goalrank": 0.7, "goalrank_prefix": 6632.0}
-    assert compare._earlier_stage_seconds(str(path), restored) == {}
+    assert compare._stage_seconds_over_invocations(str(path), restored) == {}
     earlier = {"dnn": 254.0, "goalrank": 1794.0, "goalrank_prefix": 2671.8, "evaluation": 213.0}
     path.write_text(json.dumps({"rows": {}, "seconds": earlier}))
-    assert compare._earlier_stage_seconds(str(path), restored) == {
+    assert compare._stage_seconds_over_invocations(str(path), restored) == {
         "dnn": 254.0,
         "goalrank": 1794.0,
         "goalrank_prefix": 6632.0,

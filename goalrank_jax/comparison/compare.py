@@ -153,7 +153,7 @@ def _load_cached(
     return cached
 
 
-def _earlier_stage_seconds(path: str, seconds: dict[str, float]) -> dict[str, float]:
+def _stage_seconds_over_invocations(path: str, seconds: dict[str, float]) -> dict[str, float]:
     """{stage: seconds} for the stages of ``seconds`` (this invocation's) that the earlier
     results at ``path`` also timed: the larger of the two. A stage only restored here took its
     seconds in the earlier invocation; one that trained on here under a grown budget has its
@@ -300,7 +300,8 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     # A seed evaluated again (its cache lacked rows) restored its stages: the seconds they took
     # to train are those of the earlier invocation, kept from its results, unless a stage
     # trained on here (a grown budget): then its checkpoint's total over the invocations.
-    seconds.update(_earlier_stage_seconds(os.path.join(seed_dir, report.RESULTS_FILE), seconds))
+    earlier_results = os.path.join(seed_dir, report.RESULTS_FILE)
+    seconds.update(_stage_seconds_over_invocations(earlier_results, seconds))
     seconds["evaluation"] = time.time() - eval_start
     document = {
         "rows": results,
