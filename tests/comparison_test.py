@@ -177,7 +177,7 @@ def test_ablation_tables_lead_with_the_validation_value_each_run_was_selected_at
     mge = text.split("## MG-E as the number of generators k grows")[1].split("##")[0]
     assert "validation" not in mge  # MG-E's pool members are selected each on their own
     rule = text.split("## Ablations against the default on validation")[1].split("##")[0]
-    assert "| K = 5 | 0.2100 (seeds 1) | 0.3100 | -0.1000 ± n/a | 0 of 1 | no |" in rule
+    assert "| K = 5 | 0.2100 (seed 1) | 0.3100 | -0.1000 ± n/a | 0 of 1 | no |" in rule
     assert [v["run"] for v in document["default_rule"]["runs"]] == ["goalrank_K5"]
 
 
@@ -232,7 +232,7 @@ def test_default_rule_needs_every_seed_above_and_two_standard_errors():
         "| K = 16 | 0.2020 / 0.3030 / 0.4010 (seeds 1, 2, 10) | 0.2000 / 0.3000 / 0.4000 | "
         "+0.0020 ± 0.0006 | 3 of 3 | **yes** |" in lines
     )
-    assert "| prob CE | 0.2900 (seeds 2) | 0.3000 | -0.0100 ± n/a | 0 of 1 | no |" in lines
+    assert "| prob CE | 0.2900 (seed 2) | 0.3000 | -0.0100 ± n/a | 0 of 1 | no |" in lines
 
 
 def _one_seed_report(tmp_path, rows, *, dataset, ks, aliases):

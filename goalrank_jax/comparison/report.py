@@ -432,7 +432,7 @@ def default_rule_lines(verdicts: Sequence[dict], metric: str) -> list[str]:
     for v in verdicts:
         by_seed = " / ".join(f"{x:.4f}" for x in v["values"])
         defaults = " / ".join(f"{x:.4f}" for x in v["default_values"])
-        seeds = "seeds " + ", ".join(v["seeds"])
+        seeds = ("seed " if len(v["seeds"]) == 1 else "seeds ") + ", ".join(v["seeds"])
         se = "n/a" if math.isnan(v["difference_se"]) else f"{v['difference_se']:.4f}"
         lines.append(
             f"| {v['label']} | {by_seed} ({seeds}) | {defaults} | "
