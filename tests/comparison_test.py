@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -744,11 +745,39 @@ def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_compari
                 first["summary"][row][metric]["mean"], abs=1e-6
             )
     timings = second["timings"]["seed 7"]
-    assert "prm (copied, restored)" in timings and "prm (trained in the source)" in timings
-    assert "prm" not in timings
+    # One entry per copied stage: the seconds its checkpoint keeps, those it trained in the
+    # source (the source's own figure adds its evaluations on validation, so it is no smaller).
+    copied_seconds = timings["prm (copied, trained in the source)"]
+    assert copied_seconds == pytest.approx(records["prm"]["train_seconds"])
+    assert 0 < copied_seconds <= first["timings"]["seed 7"]["prm"]
+    assert "prm" not in timings and "prm (copied, restored)" not in timings
     with open(os.path.join(workdir, "comparison.md")) as f:
         text = f.read()
     assert "prm (copied from `" in text and "reward model = list_aware" in text
+
+
+def test_a_copied_stages_wall_time_says_where_it_trained():
+    """A checkpoint that keeps its training seconds gives one entry, labelled by whether the
+    stage trained on here; an older one gives the restore's seconds beside the source's."""
+    from goalrank_jax.comparison import compare
+
+    def entries(here, checkpoint_seconds, source_seconds):
+        models = types.SimpleNamespace(
+            train_seconds={"prm": here, "dnn": 3.0},
+            train_records={"prm": {"train_seconds": checkpoint_seconds}},
+        )
+        info = {"from": "elsewhere/seed_1/prm", "seconds": source_seconds}
+        out = compare._copied_stage_seconds("prm", info, models)
+        assert models.train_seconds == {"dnn": 3.0}  # the stage's own entry is replaced
+        return out
+
+    assert entries(240.0, 240.0, 241.5) == {"prm (copied, trained in the source)": 240.0}
+    assert entries(300.0, 300.0, 241.5) == {"prm (copied, trained in the source and here)": 300.0}
+    assert entries(240.0, 240.0, None) == {"prm (copied, trained in the source)": 240.0}
+    assert entries(2.0, None, 241.5) == {
+        "prm (copied, restored)": 2.0,
+        "prm (trained in the source)": 241.5,
+    }
 
 
 def test_reusing_baselines_trained_under_another_config_is_refused(smoke_comparison, tmp_path):

@@ -165,6 +165,25 @@ def _stage_seconds_over_invocations(path: str, seconds: dict[str, float]) -> dic
     return {stage: max(earlier[stage], seconds[stage]) for stage in seconds if stage in earlier}
 
 
+def _copied_stage_seconds(name: str, info: dict, models) -> dict[str, float]:
+    """The wall-time entries of stage ``name``, copied from another workdir (``info``: its
+    marker, with the seconds the source's results gave it). A checkpoint that keeps its training
+    seconds (summed over every invocation, the source's included) gives one entry: trained in
+    the source, or in the source and then here when its budget grew here (more than a second
+    above the source's figure). An older checkpoint keeps none: the seconds here are the
+    restore's, reported beside the source's."""
+    here = models.train_seconds.pop(name)
+    source = info.get("seconds")
+    if models.train_records[name].get("train_seconds"):
+        if source is not None and here > source + 1.0:
+            return {f"{name} (copied, trained in the source and here)": here}
+        return {f"{name} (copied, trained in the source)": here}
+    entries = {f"{name} (copied, restored)": here}
+    if source is not None:
+        entries[f"{name} (trained in the source)"] = source
+    return entries
+
+
 def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, int]:
     """Adds the row ``mge_selected`` to each seed's results that has MG-E on validation: the
     test metrics of its ``mge@k`` with the best validation ``metric`` (ties: the smaller k).
@@ -271,10 +290,7 @@ def run_seed(shared: SharedStages, seed: int, seed_dir: str) -> dict:
     finally:
         trainer.close()
     for name, info in copied.items():
-        # A copied stage was only restored here: its training took place in the source.
-        models.train_seconds[f"{name} (copied, restored)"] = models.train_seconds.pop(name)
-        if info.get("seconds") is not None:
-            models.train_seconds[f"{name} (trained in the source)"] = info["seconds"]
+        models.train_seconds.update(_copied_stage_seconds(name, info, models))
         models.train_records[name]["copied_from"] = info["from"]
     eval_start = time.time()
     shared.log_fn(f"[compare] seed {seed}: evaluating every method on {comparison.split}")
