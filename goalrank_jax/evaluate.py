@@ -236,18 +236,41 @@ class ListsValidation:
     """Logged-label metrics (H@L, N@L, M@L, F1@L, AUC) of one ranker on a split: compiled once,
     call with the ranker's parameters for ``{metric: mean}``. ``lists_fn(params, batch)`` gives
     its lists [B, L]; ``scores_fn(params, batch)`` its candidate scores [B, N] for the AUC (None:
-    the list's own 1/t scores). Used for model selection on the validation split."""
+    the list's own 1/t scores). With ``reward_model = (evaluator, reward_params)`` it adds
+    ``rm_reward``, that frozen evaluator's estimate of the lists' reward. Used for model
+    selection on the validation split."""
 
-    def __init__(self, lists_fn, dataset, eval_config, mesh, scores_fn=None, split="validation"):
-        def sums(params, batch):
+    def __init__(
+        self,
+        lists_fn,
+        dataset,
+        eval_config,
+        mesh,
+        scores_fn=None,
+        split="validation",
+        reward_model=None,
+    ):
+        evaluator, self._reward_params = reward_model or (None, None)
+
+        def sums(params, reward_params, batch):
             scores = None if scores_fn is None else scores_fn(params, batch)
             lists = lists_fn(params, batch)
-            return list_metric_sums(lists, scores, batch, has_true_model=False, true_params=None)
+            return list_metric_sums(
+                lists,
+                scores,
+                batch,
+                has_true_model=False,
+                true_params=None,
+                evaluator=evaluator,
+                reward_params=reward_params,
+            )
 
         repl = sharding.replicated(mesh)
         self._sums = jax.jit(
-            sums, in_shardings=(repl, sharding.batch_sharding(mesh)), out_shardings=repl
+            sums, in_shardings=(repl, repl, sharding.batch_sharding(mesh)), out_shardings=repl
         )
+        if self._reward_params is not None:
+            self._reward_params = sharding.put_replicated(self._reward_params, mesh)
         self.source = dataset.sources[split]
         self.eval_config = eval_config
         self.mesh = mesh
@@ -261,7 +284,7 @@ class ListsValidation:
         )
         for batch in batches:
             placed = sharding.put_batch(strip_true_model(batch), self.mesh)
-            accumulate(totals, jax.device_get(self._sums(params, placed)))
+            accumulate(totals, jax.device_get(self._sums(params, self._reward_params, placed)))
         return means(totals)
 
 

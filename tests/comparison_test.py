@@ -344,6 +344,11 @@ def _comparison_values(**compare):
         ({"split": "train"}, "validation or test"),
         ({"select_metric": "ndcg"}, "select_metric must be"),
         ({"select_metric": "N@4"}, "must rank at L=3"),
+        ({"select_metric": "rm_reward@3"}, "select_metric must be"),
+        (
+            {"select_metric": "rm_reward", "reuse_baselines_from": "runs/other"},
+            "cannot be used with select_metric='rm_reward'",
+        ),
     ],
 )
 def test_bad_comparison_configs_are_named(override, message):
@@ -494,6 +499,36 @@ def test_every_ranker_is_selected_on_validation_and_its_training_reported(smoke_
     assert "## Training" in text
     # The smoke config trains GoalRank 6 steps and the baselines 4: the report says so.
     assert "budget = 6 steps," in text and "DNN / PRM / NAR budget = 4 steps." in text
+
+
+def test_rankers_can_be_selected_on_the_evaluators_reward(tmp_path):
+    """compare.select_metric = rm_reward: each ranker keeps the state whose greedy lists the
+    frozen evaluator rates best on validation. Compared on the validation split, the
+    evaluation (its own compiled path) gives each row the reward its selection recorded."""
+    workdir = str(tmp_path)
+    command = _smoke_command(
+        workdir,
+        "--config.compare.methods=dnn,goalrank",
+        "--config.compare.ablations=",
+        "--config.compare.select_metric=rm_reward",
+        "--config.compare.split=validation",
+        "--config.compare.baseline_train.eval_every=2",
+        "--config.train.eval_every=2",
+    )
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        result = json.load(f)
+    with open(os.path.join(workdir, "seed_7", "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    for name, evaluations in (("dnn", 2), ("goalrank", 3)):
+        key = f"validation/{name}/rm_reward"
+        values = [row[key] for row in logged if key in row]
+        assert len(values) == evaluations, name
+        record = result["training"]["7"][name]
+        assert record["selected_value"] == pytest.approx(max(values), abs=1e-6)
+        evaluated = result["summary"][name]["rm_reward"]["mean"]
+        assert evaluated == pytest.approx(record["selected_value"], abs=1e-5), name
 
 
 def test_the_budget_names_its_cap_and_patience():

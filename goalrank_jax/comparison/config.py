@@ -25,6 +25,10 @@ OPTIONAL_METHODS = ("goalrank_prefix",)
 ABLATIONS = ("group_size", "loss_form", "group_construction")
 # Metric families compare.select_metric may name (logged-label metrics of a ranker's lists).
 SELECT_METRICS = ("H", "N", "M", "F1", "AUC")
+# compare.select_metric = this: every ranker is selected on the frozen evaluator's estimate of
+# its lists' reward on validation (no labels; it credits what the evaluator credits, list
+# effects included, and is biased towards the rankers that optimise it).
+EVALUATOR_REWARD = "rm_reward"
 
 
 def _check_subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
@@ -48,9 +52,10 @@ class ComparisonConfig:
     split: str = "test"  # Split the methods are compared on (no model selection on it).
     # Model selection of every trained ranker (DNN, PRM, NAR, the supervised AR generator, every
     # GoalRank run) on this metric of its own lists on the validation split (e.g. "N@6"; one of
-    # H@L, N@L, M@L, F1@L, AUC): evaluated every eval interval of the method's stage, the best
-    # state kept, stopped after `patience` evaluations without a new best. "" = no selection
-    # (the last state of a fixed budget).
+    # H@L, N@L, M@L, F1@L, AUC, or "rm_reward": the evaluator's estimate of the lists' reward):
+    # evaluated every eval interval of the method's stage, the best state kept, stopped after
+    # `patience` evaluations without a new best. "" = no selection (the last state of a fixed
+    # budget).
     select_metric: str = ""
     # goalrank_prefix only: its budget in epochs (0 = the GoalRank generator's train.num_epochs),
     # for a CPU where the prefix generator cannot train as long as the fast one. A fraction of
@@ -95,10 +100,17 @@ class ComparisonConfig:
         # The baselines' select metric is set per stage from select_metric.
         placeholder = f"validation/baseline/{self.select_metric}" if self.select_metric else ""
         dataclasses.replace(self.baseline_train, select_metric=placeholder).validate()
-        if self.select_metric and self.select_metric.split("@")[0] not in SELECT_METRICS:
+        if self.reuse_baselines_from and self.select_metric == EVALUATOR_REWARD:
             raise ValueError(
-                f"ComparisonConfig.select_metric must be '' or one of {SELECT_METRICS} (with @L "
-                f"where ranked), got {self.select_metric!r}"
+                "ComparisonConfig.reuse_baselines_from cannot be used with select_metric="
+                f"{EVALUATOR_REWARD!r}: DNN, PRM and NAR are then selected on the evaluator's "
+                "reward, so they depend on the evaluator and train here."
+            )
+        family = self.select_metric.split("@")[0]
+        if self.select_metric not in ("", EVALUATOR_REWARD) and family not in SELECT_METRICS:
+            raise ValueError(
+                f"ComparisonConfig.select_metric must be '', {EVALUATOR_REWARD!r} or one of "
+                f"{SELECT_METRICS} (with @L where ranked), got {self.select_metric!r}"
             )
 
 

@@ -21,6 +21,7 @@ from goalrank_jax import configs, policies, sampling, sharding, stages
 from goalrank_jax import evaluate as evaluate_lib
 from goalrank_jax import run as run_lib
 from goalrank_jax import train_step as ts
+from goalrank_jax.comparison import config as comparison_config
 from goalrank_jax.comparison import evaluation
 from goalrank_jax.metric_writer import MetricWriter
 from goalrank_jax.models import baselines, make_reward_model
@@ -176,6 +177,8 @@ class SeedTrainer:
         )
         self.seconds: dict[str, float] = {}
         self.records: dict[str, dict] = {}
+        # (evaluator, params) once train_all has it: compare.select_metric = rm_reward reads it.
+        self.frozen_evaluator = None
 
     def close(self):
         self.writer.close()
@@ -199,8 +202,13 @@ class SeedTrainer:
         if not metric:
             return stage
         key = f"validation/{stage.name}/{metric}"
+        reward_model = None
+        if metric == comparison_config.EVALUATOR_REWARD:
+            if self.frozen_evaluator is None:
+                raise RuntimeError(f"{stage.name}: rm_reward selection before the evaluator")
+            reward_model = self.frozen_evaluator
         validation = evaluate_lib.ListsValidation(
-            lists_fn, self.dataset, self.experiment.eval, self.mesh
+            lists_fn, self.dataset, self.experiment.eval, self.mesh, reward_model=reward_model
         )
         return dataclasses.replace(
             stage,
@@ -302,6 +310,7 @@ class SeedTrainer:
             evaluator, reward_params = self.reward_model()
         else:
             evaluator, reward_params = shared_reward_model
+        self.frozen_evaluator = (evaluator, reward_params)
         needed = needed_baselines(self.comparison)
         scorers = {}
         for name in ("dnn", "prm"):
