@@ -146,8 +146,11 @@ class Evaluator:
         """[B, L] list built position by position, maximising the estimated reward.
 
         For the pointwise model this is the top-L sort of its scores. For the list-aware model
-        each step scores every candidate appended to the prefix (its causal attention makes the
-        logit at position t independent of later positions).
+        step t scores every candidate appended to the chosen prefix of t items: N trial lists of
+        length t + 1, whose last logit is the one a full list would give there (the model's
+        attention is causal, so position t does not see later positions). The L steps are
+        unrolled, since each has its own list length; trials of the full length L at every
+        step would cost L * L instead of L (L + 1) / 2 positions per candidate.
         """
         mask = batch["cand_mask"]
         if self.kind == "pointwise":
@@ -156,25 +159,20 @@ class Evaluator:
             )
             return jax.lax.top_k(scores, list_len)[1].astype(jnp.int32)
         batch_size, num_candidates = mask.shape
-        candidates = jnp.arange(num_candidates, dtype=jnp.int32)
-
-        def step(carry, t):
-            prefix, chosen = carry
-            trial = jnp.where(
-                jnp.arange(list_len) < t, prefix[:, None, :], candidates[None, :, None]
-            )
+        candidates = jnp.broadcast_to(
+            jnp.arange(num_candidates, dtype=jnp.int32)[None, :, None],
+            (batch_size, num_candidates, 1),
+        )
+        prefix = jnp.zeros((batch_size, 0), jnp.int32)
+        chosen = jnp.zeros((batch_size, num_candidates))
+        for t in range(list_len):
+            above = jnp.broadcast_to(prefix[:, None, :], (batch_size, num_candidates, t))
+            trial = jnp.concatenate([above, candidates], axis=-1)
             logits = self.module.apply(params, batch, trial)[..., t]
             item = jnp.argmax(sampling.mask_logits(logits, mask, chosen), -1).astype(jnp.int32)
-            prefix = prefix.at[:, t].set(item)
+            prefix = jnp.concatenate([prefix, item[:, None]], axis=-1)
             chosen = chosen + jax.nn.one_hot(item, num_candidates)
-            return (prefix, chosen), None
-
-        init = (
-            jnp.zeros((batch_size, list_len), jnp.int32),
-            jnp.zeros((batch_size, num_candidates)),
-        )
-        (lists, _), _ = jax.lax.scan(step, init, jnp.arange(list_len))
-        return lists
+        return prefix
 
 
 def auxiliary_lists(
