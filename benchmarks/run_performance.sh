@@ -19,3 +19,5 @@ fi
 { load serving; python benchmarks/serving_latency.py 2>&1 | keep; } | tee "$out/serving.jsonl"
 { load step_scaling; python benchmarks/step_scaling.py --output_dir="$out" 2>&1 | keep; } \
   | tee "$out/step_scaling.jsonl"
+{ load evaluator_greedy; python benchmarks/evaluator_greedy.py 2>&1 | keep; } \
+  | tee "$out/evaluator_greedy.jsonl"

@@ -22,6 +22,18 @@ from tests import step_fixtures
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _run(command, returncode=0, timeout=300):
+    """Runs a command from the repository root and checks its exit status (stderr on failure)."""
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == returncode, done.stderr[-3000:]
+    return done
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _backbone(**overrides):
     kwargs = dict(
         num_users=step_fixtures.NUM_USERS,
@@ -436,17 +448,14 @@ def smoke_comparison(tmp_path_factory):
     """Every method of the comparison on the smoke config, one seed, one ablation family."""
     workdir = str(tmp_path_factory.mktemp("compare"))
     command = _smoke_command(workdir, *SMOKE_FLAGS)
-    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
+    first = _run(command, timeout=900)
+    second = _run(command, timeout=300)
     return workdir, first.stdout, second.stdout
 
 
 def test_smoke_comparison_reports_every_baseline(smoke_comparison):
     workdir, _, _ = smoke_comparison
-    with open(os.path.join(workdir, "comparison.json")) as f:
-        document = json.load(f)
+    document = _json(os.path.join(workdir, "comparison.json"))
     summary = document["summary"]
     rows = ("dnn", "prm", "supervised_ar", "nar", "pier_ge", "nar4rec_ge", "goalrank")
     for row in rows + ("goalrank_prefix",):
@@ -515,10 +524,8 @@ def test_rankers_can_be_selected_on_the_evaluators_reward(tmp_path):
         "--config.compare.baseline_train.eval_every=2",
         "--config.train.eval_every=2",
     )
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(os.path.join(workdir, "comparison.json")) as f:
-        result = json.load(f)
+    _run(command, timeout=600)
+    result = _json(os.path.join(workdir, "comparison.json"))
     with open(os.path.join(workdir, "seed_7", "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f]
     for name, evaluations in (("dnn", 2), ("goalrank", 3)):
@@ -552,8 +559,7 @@ def test_a_rerun_under_another_goalrank_config_is_refused(smoke_comparison):
     workdir, _, _ = smoke_comparison
     before = open(os.path.join(workdir, "config.json")).read()
     command = _smoke_command(workdir, *SMOKE_FLAGS, "--config.gro.reward_weight=0.5")
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr[-2000:]
+    done = _run(command, returncode=2, timeout=300)
     assert "Differing fields: experiment.gro.reward_weight: 0.01 there, 0.5 here." in done.stderr
     assert "training steps" not in done.stdout
     assert open(os.path.join(workdir, "config.json")).read() == before
@@ -568,10 +574,7 @@ def test_a_seed_evaluated_under_other_settings_is_not_reported(smoke_comparison)
     assert recorded["compare.split"] == "test" and recorded["compare.num_proposals"] == 4
     before = open(os.path.join(workdir, "config.json")).read()
     command = _smoke_command(workdir, *SMOKE_FLAGS, "--config.compare.num_proposals=3")
-    done = subprocess.run(
-        [*command, "--report_only"], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
+    done = _run([*command, "--report_only"], returncode=2, timeout=300)
     assert "seed 7: no complete cached results; left out" in done.stdout
     assert "No seed of (7,) has results" in done.stderr
     assert open(os.path.join(workdir, "config.json")).read() == before
@@ -579,10 +582,8 @@ def test_a_seed_evaluated_under_other_settings_is_not_reported(smoke_comparison)
 
 def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
     workdir, _, _ = smoke_comparison
-    with open(os.path.join(workdir, "seed_7", "results.json")) as f:
-        results = json.load(f)
-    with open(os.path.join(workdir, "comparison.json")) as f:
-        document = json.load(f)
+    results = _json(os.path.join(workdir, "seed_7", "results.json"))
+    document = _json(os.path.join(workdir, "comparison.json"))
     validation = results["validation_mge"]
     assert sorted(validation) == ["mge@1", "mge@3", "mge@8"]
     # The k with the best validation N@3, the smaller k on a tie, found here by a plain loop.
@@ -612,10 +613,8 @@ def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
         "--config.compare.group_sizes=3",
         "--report_only",
     )
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(os.path.join(old, "comparison.json")) as f:
-        fallback = json.load(f)
+    _run(command, timeout=300)
+    fallback = _json(os.path.join(old, "comparison.json"))
     assert fallback["mge_selection"] is None and "mge_selected" not in fallback["summary"]
     assert fallback["ordering"]["best"]["best MG-E"].startswith("mge@")
     with open(os.path.join(old, "comparison.md")) as f:
@@ -643,8 +642,7 @@ def test_a_one_seed_report_restores_that_seeds_results(smoke_comparison, tmp_pat
     from goalrank_jax.comparison import restore
 
     workdir, _, _ = smoke_comparison
-    with open(os.path.join(workdir, "seed_7", "results.json")) as f:
-        original = json.load(f)
+    original = _json(os.path.join(workdir, "seed_7", "results.json"))
     path = restore.restore(os.path.join(workdir, "comparison.json"), str(tmp_path))
     assert path == os.path.join(str(tmp_path), "seed_7", "results.json")
     with open(path) as f:
@@ -721,8 +719,7 @@ def test_the_last_seed_of_a_report_is_derived_from_the_others(tmp_path):
 
 def test_shared_stage_time_survives_the_cached_rerun(smoke_comparison):
     workdir, _, _ = smoke_comparison
-    with open(os.path.join(workdir, "shared_seconds.json")) as f:
-        shared = json.load(f)
+    shared = _json(os.path.join(workdir, "shared_seconds.json"))
     assert set(shared) >= {"data", "reward_model"}
     assert all(seconds > 0 for seconds in shared.values())
     # The report written by the rerun (which trained nothing) still lists the shared stages.
@@ -759,16 +756,13 @@ def test_a_second_evaluator_track_copies_the_evaluator_free_stages(smoke_compari
         f"--config.compare.reuse_baselines_from={source}",
         config="experiments/compare.py:smoke,evaluator=list_aware",
     )
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run(command, timeout=600)
     out = done.stdout
     for name in ("dnn", "prm"):
         assert f"{name} copied from" in out and f"[{name}] training steps" not in out
     assert "[reward_model] training steps" in out  # the list-aware evaluator trains here
-    with open(os.path.join(workdir, "comparison.json")) as f:
-        second = json.load(f)
-    with open(os.path.join(source, "comparison.json")) as f:
-        first = json.load(f)
+    second = _json(os.path.join(workdir, "comparison.json"))
+    first = _json(os.path.join(source, "comparison.json"))
     records = second["training"]["7"]
     assert records["prm"]["copied_from"] == os.path.join(source, "seed_7", "prm")
     assert records["prm"]["selected_step"] == first["training"]["7"]["prm"]["selected_step"]
@@ -822,13 +816,12 @@ def test_reusing_baselines_trained_under_another_config_is_refused(smoke_compari
         "--config.generator.ff_dim=24",  # DNN and NAR take their width from the generator's
         f"--config.compare.reuse_baselines_from={source}",
     )
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
+    done = _run(command, returncode=2, timeout=300)
     assert "experiment.generator.ff_dim: 16 there, 24 here" in done.stderr
     assert not os.path.exists(tmp_path / "other" / "seed_7")
     missing = command[:-1] + [f"--config.compare.reuse_baselines_from={tmp_path / 'nowhere'}"]
-    done = subprocess.run(missing, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "is not a comparison workdir" in done.stderr
+    done = _run(missing, returncode=2, timeout=300)
+    assert "is not a comparison workdir" in done.stderr
 
 
 def test_baselines_are_reused_across_goalrank_settings_but_not_across_their_own(tmp_path):
@@ -906,8 +899,7 @@ def test_diagnose_measures_a_goalrank_run_of_the_comparison(smoke_comparison):
     out = diagnose.diagnose(
         workdir, split="test", log_fn=lambda _: None, run_name="goalrank", comparison_seed=7
     )
-    with open(os.path.join(workdir, "comparison.json")) as f:
-        document = json.load(f)
+    document = _json(os.path.join(workdir, "comparison.json"))
     # The restored generator is the one the comparison evaluated: its greedy lists have the
     # comparison's test N@3, and it is the state of the step selected on validation.
     assert out["N@3_greedy"] == pytest.approx(
