@@ -110,7 +110,10 @@ def selected(state, best_ckpt, metric, name, log_fn):
         if step is None:
             return state
         best, data = best_ckpt.restore(step, checkpointing.abstract_like(state))
-        log_fn(f"[{name}] selected the state of step {step}: {metric}={data['value']:.4f}")
+        # The name the checkpoint recorded: a caller that restores a stage selected elsewhere
+        # (the diagnosis of a comparison run) may not know which metric selected it.
+        recorded = data.get("metric") or metric
+        log_fn(f"[{name}] selected the state of step {step}: {recorded}={data['value']:.4f}")
         return best
     finally:
         best_ckpt.close()

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 from step_fixtures import random_batch
 
-from goalrank_jax import configs, selection, sharding, stages
+from goalrank_jax import checkpointing, configs, selection, sharding, stages
 from goalrank_jax.data import pipeline
 from goalrank_jax.metric_writer import MetricWriter
 from goalrank_jax.train import train_stage
@@ -218,3 +218,16 @@ def test_progress_rate_leaves_out_the_evaluation_time(monkeypatch):
     assert step == 2 and values["toy/steps_per_second"] == pytest.approx(1.0)
     assert values["toy/requests_per_second"] == pytest.approx(4.0)
     assert "1.00 steps/s 4 req/s eta 0m08s" in logs[-1]
+
+
+def test_the_selected_state_is_logged_under_the_metric_that_selected_it(tmp_path):
+    """A caller restoring a stage may pass another metric name (a diagnosis of a comparison run
+    selected on the evaluator's reward); the log names the one the checkpoint recorded."""
+    state = {"w": jnp.asarray(2.0)}
+    best = checkpointing.Checkpointer(str(tmp_path / "best"), max_to_keep=1)
+    best.save(5, state, {"value": 0.75, "metric": "validation/toy/rm_reward"})
+    best.wait()
+    logs = []
+    restored = selection.selected(state, best, "validation/toy/N@6", "toy", logs.append)
+    assert float(restored["w"]) == 2.0
+    assert logs == ["[toy] selected the state of step 5: validation/toy/rm_reward=0.7500"]
