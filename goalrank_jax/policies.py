@@ -159,10 +159,7 @@ class Evaluator:
             )
             return jax.lax.top_k(scores, list_len)[1].astype(jnp.int32)
         batch_size, num_candidates = mask.shape
-        candidates = jnp.broadcast_to(
-            jnp.arange(num_candidates, dtype=jnp.int32)[None, :, None],
-            (batch_size, num_candidates, 1),
-        )
+        candidates = candidate_lists(mask)  # [B, N, 1]: the last position of each trial
         prefix = jnp.zeros((batch_size, 0), jnp.int32)
         chosen = jnp.zeros((batch_size, num_candidates))
         for t in range(list_len):
