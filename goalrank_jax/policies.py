@@ -146,11 +146,11 @@ class Evaluator:
         """[B, L] list built position by position, maximising the estimated reward.
 
         For the pointwise model this is the top-L sort of its scores. For the list-aware model
-        step t scores every candidate appended to the chosen prefix of t items: N trial lists of
-        length t + 1, whose last logit is the one a full list would give there (the model's
-        attention is causal, so position t does not see later positions). The L steps are
-        unrolled, since each has its own list length; trials of the full length L at every
-        step would cost L * L instead of L (L + 1) / 2 positions per candidate.
+        step t scores every candidate appended to the chosen prefix of t items
+        (``appended_logits``: the prefix once, then the N candidates, each seeing the prefix and
+        itself, t + N positions in one pass; the logit is the last one of the list of t + 1
+        items, since the model's attention is causal). The L steps are unrolled, since each has
+        its own prefix length.
         """
         mask = batch["cand_mask"]
         if self.kind == "pointwise":
@@ -159,13 +159,10 @@ class Evaluator:
             )
             return jax.lax.top_k(scores, list_len)[1].astype(jnp.int32)
         batch_size, num_candidates = mask.shape
-        candidates = candidate_lists(mask)  # [B, N, 1]: the last position of each trial
         prefix = jnp.zeros((batch_size, 0), jnp.int32)
         chosen = jnp.zeros((batch_size, num_candidates))
-        for t in range(list_len):
-            above = jnp.broadcast_to(prefix[:, None, :], (batch_size, num_candidates, t))
-            trial = jnp.concatenate([above, candidates], axis=-1)
-            logits = self.module.apply(params, batch, trial)[..., t]
+        for _ in range(list_len):
+            logits = self.module.apply(params, batch, prefix, method="appended_logits")
             item = jnp.argmax(sampling.mask_logits(logits, mask, chosen), -1).astype(jnp.int32)
             prefix = jnp.concatenate([prefix, item[:, None]], axis=-1)
             chosen = chosen + jax.nn.one_hot(item, num_candidates)

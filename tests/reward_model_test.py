@@ -1,5 +1,6 @@
-"""Reward models: causality and prefixes of the list-aware model, its greedy decoding against a
-plain Python loop, the DCG list reward against numpy, and the item bias."""
+"""Reward models: causality and prefixes of the list-aware model, its appended-candidate logits
+against each candidate's own list, its greedy decoding against a plain Python loop, the DCG list
+reward against numpy, and the item bias."""
 
 import dataclasses
 import itertools
@@ -13,7 +14,7 @@ from step_fixtures import NUM_ITEMS, NUM_USERS, random_batch
 
 from goalrank_jax import configs, policies
 from goalrank_jax import train_step as ts
-from goalrank_jax.models import make_reward_model
+from goalrank_jax.models import layers, make_reward_model
 from goalrank_jax.models import reward_model as rm
 
 LIST_LEN = 3
@@ -100,6 +101,33 @@ def test_list_aware_greedy_matches_python_loop(list_aware):
             prefix.append(best)
         np.testing.assert_array_equal(lists[b], prefix)
         assert len(set(prefix)) == LIST_LEN and mask[b, prefix].all()
+
+
+def test_appended_logits_are_the_last_logits_of_each_candidates_own_list(list_aware):
+    """For every prefix length t < L, each candidate's appended logit is the logit at position t
+    of the list prefix + [candidate], evaluated on its own."""
+    module, params, batch = list_aware
+    num_candidates = batch["cand_mask"].shape[1]
+    full = jnp.asarray([[0, 1, 2], [3, 4, 5], [6, 2, 1], [5, 0, 3]], jnp.int32)
+    for t in range(LIST_LEN):
+        prefix = full[:, :t]
+        appended = np.asarray(module.apply(params, batch, prefix, method="appended_logits"))
+        assert appended.shape == (4, num_candidates)
+        for c in range(num_candidates):
+            own = jnp.concatenate([prefix, jnp.full((4, 1), c, jnp.int32)], axis=-1)
+            expected = np.asarray(module.apply(params, batch, own))[:, t]
+            np.testing.assert_allclose(appended[:, c], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no position below it"):
+        module.apply(params, batch, full, method="appended_logits")
+    with pytest.raises(ValueError, match="expected"):
+        module.apply(params, batch, full[:2, :1], method="appended_logits")
+
+
+def test_attention_pattern_of_the_wrong_shape_is_refused():
+    block = layers.TransformerBlock(num_heads=2, ff_dim=8)
+    x, mask = jnp.zeros((2, 4, 8)), jnp.ones((2, 4), bool)
+    with pytest.raises(ValueError, match=r"allowed has shape \(3, 3\); expected \(4, 4\)"):
+        block.init(jax.random.key(0), x, mask, True, jnp.ones((3, 3), bool))
 
 
 def test_list_aware_candidate_scores_are_first_position_logits(list_aware):

@@ -16,6 +16,11 @@ class TransformerBlock(nn.Module):
       ff_dim: hidden width of the feed-forward layer.
       dropout: dropout rate, applied when ``deterministic`` is False.
       causal: restrict each position to attend to itself and earlier positions.
+
+    ``allowed`` ([S, S] bool, optional) restricts attention further: query position q attends to
+    key position k only where ``allowed[q, k]`` (a layout other than a plain causal one, for
+    example several candidates appended after one shared prefix, each seeing the prefix and
+    itself only).
     """
 
     num_heads: int
@@ -25,12 +30,26 @@ class TransformerBlock(nn.Module):
     dtype: Any = jnp.float32  # Computation dtype (parameters stay float32).
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+    def __call__(
+        self,
+        x: jnp.ndarray,
+        mask: jnp.ndarray,
+        deterministic: bool,
+        allowed: jnp.ndarray | None = None,
+    ) -> jnp.ndarray:
         """x: [..., S, D]; mask: [..., S] bool (False = padding). Returns [..., S, D]."""
         width = x.shape[-1]
         attn_mask = nn.make_attention_mask(mask, mask)
         if self.causal:
             attn_mask = nn.combine_masks(attn_mask, nn.make_causal_mask(mask))
+        if allowed is not None:
+            if allowed.shape != attn_mask.shape[-2:]:
+                raise ValueError(
+                    f"allowed has shape {allowed.shape}; expected {attn_mask.shape[-2:]} "
+                    "(query positions x key positions)"
+                )
+            pattern = allowed.reshape((1,) * (attn_mask.ndim - 2) + allowed.shape)
+            attn_mask = nn.combine_masks(attn_mask, pattern)
         h = nn.LayerNorm(dtype=self.dtype)(x)
         h = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads,
@@ -47,7 +66,8 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of :class:`TransformerBlock` followed by a final LayerNorm."""
+    """A stack of :class:`TransformerBlock` followed by a final LayerNorm (``allowed``: see
+    :class:`TransformerBlock`)."""
 
     num_layers: int
     num_heads: int
@@ -57,11 +77,17 @@ class TransformerEncoder(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+    def __call__(
+        self,
+        x: jnp.ndarray,
+        mask: jnp.ndarray,
+        deterministic: bool,
+        allowed: jnp.ndarray | None = None,
+    ) -> jnp.ndarray:
         for _ in range(self.num_layers):
             x = TransformerBlock(
                 self.num_heads, self.ff_dim, self.dropout, self.causal, dtype=self.dtype
-            )(x, mask, deterministic)
+            )(x, mask, deterministic, allowed)
         return nn.LayerNorm(dtype=self.dtype)(x)
 
 

@@ -62,46 +62,88 @@ class ListAwareRewardModel(Backbone):
     max_list_len: int = 6
     pairwise_above: bool = False
 
-    @nn.compact
     def __call__(self, batch: dict, lists: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
         """Per-position click logits [B, M..., L] of lists [B, M..., L] (candidate indices).
 
         Attention over the list is causal: the logit at position t depends on the items at
         positions <= t only, as the feedback to an item depends on what was shown above it.
         """
-        user, inputs, items, bias = self.make_request_encoder()(batch)
         list_len = lists.shape[-1]
         if list_len > self.max_list_len:
             raise ValueError(f"lists of length {list_len} > max_list_len={self.max_list_len}")
-        x = gather_candidates(inputs, lists)
-        positions = nn.Embed(
+        above = jnp.tril(jnp.ones((list_len, list_len), dtype=bool), k=-1)
+        return self._logits(batch, lists, jnp.arange(list_len), above, deterministic)
+
+    def appended_logits(
+        self, batch: dict, prefix: jnp.ndarray, deterministic: bool = True
+    ) -> jnp.ndarray:
+        """[B, N]: for every candidate c, the logit at position t of the list ``prefix + [c]``
+        (prefix [B, t], t < max_list_len), in one pass over t + N positions.
+
+        The prefix is laid out once, followed by the N candidates, all at position t; each
+        candidate attends to the prefix and to itself only and its pairwise term (with
+        ``pairwise_above``) sums over the prefix, so its logit is the last logit of its own
+        list of t + 1 items (the prefix's hidden states do not depend on what follows them).
+        Evaluating the N lists of t + 1 items instead costs N (t + 1) positions.
+        """
+        prefix_len = prefix.shape[-1]
+        if prefix_len >= self.max_list_len:
+            raise ValueError(
+                f"a prefix of length {prefix_len} leaves no position below it "
+                f"(max_list_len={self.max_list_len})"
+            )
+        batch_size, num_candidates = batch["cand_mask"].shape
+        if prefix.ndim != 2 or prefix.shape[0] != batch_size:
+            raise ValueError(f"prefix has shape {prefix.shape}; expected [{batch_size}, t]")
+        candidates = jnp.broadcast_to(
+            jnp.arange(num_candidates, dtype=prefix.dtype), (batch_size, num_candidates)
+        )
+        sequence = jnp.concatenate([prefix, candidates], axis=-1)
+        positions = jnp.concatenate(
+            [jnp.arange(prefix_len), jnp.full((num_candidates,), prefix_len)]
+        )
+        size = prefix_len + num_candidates
+        rows = jnp.arange(size)[:, None]
+        cols = jnp.arange(size)[None, :]
+        above = (cols < prefix_len) & (cols < rows)  # the prefix's items above each position
+        logits = self._logits(batch, sequence, positions, above, deterministic)
+        return logits[..., prefix_len:]
+
+    @nn.compact
+    def _logits(self, batch, sequence, positions, above, deterministic):
+        """Logits [B, M..., S] of the items ``sequence`` [B, M..., S] at ``positions`` [S],
+        where ``above`` [S, S] says which positions are above which (each position attends to
+        those and to itself)."""
+        user, inputs, items, bias = self.make_request_encoder()(batch)
+        x = gather_candidates(inputs, sequence)
+        position_embed = nn.Embed(
             self.max_list_len, self.embed_dim, dtype=self.dtype, name="position_embed"
         )
-        x = x + positions(jnp.arange(list_len))
+        x = x + position_embed(positions)
         mask = jnp.ones(x.shape[:-1], dtype=bool)
-        hidden = self.make_encoder(causal=True)(x, mask, deterministic)
+        allowed = above | jnp.eye(above.shape[0], dtype=bool)
+        hidden = self.make_encoder(causal=False)(x, mask, deterministic, allowed)
         logits = nn.Dense(1, dtype=self.dtype, name="head")(hidden)[..., 0].astype(jnp.float32)
         affinity = bias
         if self.bilinear_head:
             query = nn.Dense(self.embed_dim, dtype=self.dtype, name="user_query")(user)
             scores = jnp.einsum("bd,bnd->bn", query, items).astype(jnp.float32)
             affinity = affinity + scores / jnp.sqrt(self.embed_dim)
-        logits = logits + gather_candidates(affinity, lists)
+        logits = logits + gather_candidates(affinity, sequence)
         if self.pairwise_above:
-            logits = logits + self._pairwise_above(gather_candidates(items, lists))
+            logits = logits + self._pairwise_above(gather_candidates(items, sequence), above)
         return logits
 
-    def _pairwise_above(self, vectors: jnp.ndarray) -> jnp.ndarray:
-        """[..., L, D] item vectors of lists -> [..., L]: position t's sum over the positions
-        s < t of ``<A x_s, B x_t> / sqrt(D)``. Softmax attention averages over the items above;
-        this sums, so k items of one kind above move the logit k times as far (a count)."""
+    def _pairwise_above(self, vectors: jnp.ndarray, above: jnp.ndarray) -> jnp.ndarray:
+        """[..., S, D] item vectors -> [..., S]: position t's sum over the positions s above it
+        (``above[t, s]``) of ``<A x_s, B x_t> / sqrt(D)``. Softmax attention averages over the
+        items above; this sums, so k items of one kind above move the logit k times as far (a
+        count)."""
         vectors = nn.LayerNorm(dtype=self.dtype, name="pair_norm")(vectors)
         target = nn.Dense(self.embed_dim, dtype=self.dtype, name="pair_target")(vectors)
-        above = nn.Dense(self.embed_dim, dtype=self.dtype, name="pair_above")(vectors)
-        pair = jnp.einsum("...td,...sd->...ts", target, above).astype(jnp.float32)
-        list_len = vectors.shape[-2]
-        strictly_above = jnp.tril(jnp.ones((list_len, list_len), dtype=bool), k=-1)
-        return jnp.where(strictly_above, pair, 0.0).sum(-1) / jnp.sqrt(self.embed_dim)
+        above_vectors = nn.Dense(self.embed_dim, dtype=self.dtype, name="pair_above")(vectors)
+        pair = jnp.einsum("...td,...sd->...ts", target, above_vectors).astype(jnp.float32)
+        return jnp.where(above, pair, 0.0).sum(-1) / jnp.sqrt(self.embed_dim)
 
 
 def list_aware_reward(logits: jnp.ndarray) -> jnp.ndarray:
