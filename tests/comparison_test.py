@@ -4,6 +4,7 @@ comparison end to end (every baseline trained, evaluated and reported; the rerun
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -619,6 +620,29 @@ def test_mge_k_is_chosen_on_validation(smoke_comparison, tmp_path):
     assert fallback["ordering"]["best"]["best MG-E"].startswith("mge@")
     with open(os.path.join(old, "comparison.md")) as f:
         assert "an optimistic bound for MG-E" in f.read()
+
+
+def test_a_report_only_run_from_copied_results_lists_the_shared_reward_model(
+    smoke_comparison, tmp_path
+):
+    """A report written elsewhere from the workdir's config, shared files and seed results (no
+    checkpoints) still has the shared reward model's row in its Training table."""
+    source, _, _ = smoke_comparison
+    workdir = tmp_path / "report"
+    os.makedirs(workdir / "seed_7")
+    for name in ("config.json", "shared_seconds.json", "shared_records.json"):
+        shutil.copy(os.path.join(source, name), workdir / name)
+    shutil.copy(os.path.join(source, "seed_7", "results.json"), workdir / "seed_7")
+    _run(_smoke_command(str(workdir), *SMOKE_FLAGS, "--report_only"), timeout=300)
+    with open(workdir / "comparison.md") as f:
+        training_rows = f.read().split("## Training")[1]
+    with open(os.path.join(source, "comparison.md")) as f:
+        original_rows = f.read().split("## Training")[1]
+    shared_row = next(
+        line for line in original_rows.splitlines() if line.startswith("| shared by all seeds")
+    )
+    assert "reward_model" in shared_row
+    assert shared_row in training_rows.splitlines()
 
 
 def test_a_seed_evaluated_again_keeps_the_seconds_its_stages_trained(tmp_path):

@@ -82,6 +82,9 @@ WORKDIR_IGNORED = config_check.under("experiment", config_check.RUN_IGNORED) + t
 # Seconds of the stages shared by all seeds (data, simulator, shared reward model), summed over
 # the invocations that ran them, so a resumed or report-only run still reports them.
 SHARED_SECONDS_FILE = "shared_seconds.json"
+# The shared stages' training records (epochs, early stop, selected step) as the last invocation
+# that trained or restored them saw them, for the report's Training table of a report-only run.
+SHARED_RECORDS_FILE = "shared_records.json"
 
 
 def expected_rows(experiment, comparison) -> set[str]:
@@ -199,15 +202,20 @@ def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, i
     return chosen
 
 
+def _read_json(path: str) -> dict:
+    """The JSON object in ``path``, or {} when there is no such file."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def _add_shared_seconds(workdir: str, seconds: dict[str, float], cumulative=()) -> dict[str, float]:
     """Adds ``seconds`` to the totals kept in ``workdir`` and returns the new totals. A stage
     of ``cumulative`` gives its total over every invocation already (its checkpoint keeps the
     seconds it trained): it replaces the kept value instead of adding to it."""
     path = os.path.join(workdir, SHARED_SECONDS_FILE)
-    totals = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            totals = json.load(f)
+    totals = _read_json(path)
     for stage, value in seconds.items():
         totals[stage] = value if stage in cumulative else totals.get(stage, 0.0) + value
     if seconds:
@@ -266,6 +274,7 @@ class SharedStages:
             seconds.update(shared.seconds)
             cumulative = tuple(shared.seconds)
             self.records = shared.records
+            report.write_json(os.path.join(self.workdir, SHARED_RECORDS_FILE), self.records)
         self.seconds = _add_shared_seconds(self.workdir, seconds, cumulative)
 
 
@@ -438,8 +447,9 @@ def run_comparison(
                 validation[seed] = result[VALIDATION_MGE]
     if not per_seed:
         raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
-    if shared.records:
-        records = {"shared by all seeds": shared.records, **records}
+    shared_records = shared.records or _read_json(os.path.join(workdir, SHARED_RECORDS_FILE))
+    if shared_records:
+        records = {"shared by all seeds": shared_records, **records}
     shared_totals = shared.seconds or _add_shared_seconds(workdir, {})
     if shared_totals:
         timings = {"shared by all seeds": shared_totals, **timings}
