@@ -202,20 +202,12 @@ def choose_mge(per_seed: dict, validation: dict, ks, metric: str) -> dict[int, i
     return chosen
 
 
-def _read_json(path: str) -> dict:
-    """The JSON object in ``path``, or {} when there is no such file."""
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def _add_shared_seconds(workdir: str, seconds: dict[str, float], cumulative=()) -> dict[str, float]:
     """Adds ``seconds`` to the totals kept in ``workdir`` and returns the new totals. A stage
     of ``cumulative`` gives its total over every invocation already (its checkpoint keeps the
     seconds it trained): it replaces the kept value instead of adding to it."""
     path = os.path.join(workdir, SHARED_SECONDS_FILE)
-    totals = _read_json(path)
+    totals = config_check.read(path) or {}
     for stage, value in seconds.items():
         totals[stage] = value if stage in cumulative else totals.get(stage, 0.0) + value
     if seconds:
@@ -447,7 +439,7 @@ def run_comparison(
                 validation[seed] = result[VALIDATION_MGE]
     if not per_seed:
         raise ValueError(f"No seed of {comparison.seeds} has results under {workdir}.")
-    shared_records = shared.records or _read_json(os.path.join(workdir, SHARED_RECORDS_FILE))
+    shared_records = shared.records or config_check.read(os.path.join(workdir, SHARED_RECORDS_FILE))
     if shared_records:
         records = {"shared by all seeds": shared_records, **records}
     shared_totals = shared.seconds or _add_shared_seconds(workdir, {})
